@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make demo` and `make test`.
+# Both create their virtualenvs on first use; nothing else needs installing.
+
+PYTHON ?= python3
+VENV := .venv
+VENV_DJANGO42 := .venv-django42
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[uvloop,test,lint]" "django>=5.2,<5.3"
+	touch $@
+
+$(VENV_DJANGO42)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_DJANGO42)
+	$(VENV_DJANGO42)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV_DJANGO42)/bin/pip install $(PIP_FLAGS) -e ".[uvloop,test]" "django>=4.2,<4.3"
+	touch $@
+
+# The example project on http://127.0.0.1:8000/ until Ctrl-C.
+demo: $(VENV)/.installed
+	cd example_project && ../$(VENV)/bin/python manage.py migrate --noinput
+	cd example_project && ../$(VENV)/bin/python manage.py runserver 127.0.0.1:8000
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy django_looptoken
+
+# Every check: lint, strict typing, and the suite on Django 5.2 and 4.2 LTS.
+test: lint $(VENV_DJANGO42)/.installed
+	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest
+	PYTHONDEVMODE=1 $(VENV_DJANGO42)/bin/python -m pytest
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
+	$(VENV)/bin/python bench/bench_await.py
+
+clean:
+	rm -rf $(VENV) $(VENV_DJANGO42) build *.egg-info example_project/db.sqlite3

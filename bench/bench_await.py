@@ -1,0 +1,532 @@
+"""Benchmark: the cost of running a coroutine from synchronous code.
+
+Run it from the repository root::
+
+    .venv/bin/python bench/bench_await.py             # full run, a few minutes
+    .venv/bin/python bench/bench_await.py --quick     # smoke run, ~20 s
+    .venv/bin/python bench/bench_await.py --rounds 30 --backend uvloop
+
+It measures microseconds per call of a trivial coroutine with one suspension
+(``await asyncio.sleep(0); return 1``) run from sync code, through
+``looptoken.await_`` and the alternatives: a bare lock hand-off through the
+shared loop (the floor: one wake-up of the loop thread and one of the caller,
+no coroutine), ``asyncio.run_coroutine_threadsafe``, score.asyncio's
+``await_``, asgiref's ``async_to_sync``, ``asyncio.run`` and anyio's blocking
+portal. Each is measured with 1 caller and with 8 concurrent callers (8
+threads released together by a barrier; the figure is wall-clock time per
+call as each caller sees it, plus the total throughput).
+
+Why rounds are interleaved: the cost of these calls is dominated by waking
+threads up, and this machine's thread wake-up latency swings between regimes
+that last seconds. Measuring contender A for a minute and then contender B
+would compare regimes, not contenders. So every round runs every contender
+once (in a rotating order), each round takes ~75 ms per contender, and the
+report gives medians across rounds; ratios are medians of the per-round
+ratios, i.e. of measurements taken side by side.
+
+Each loop backend (asyncio, uvloop) runs in its own child process, since
+Django settings can be configured only once per process; the parent prints
+the versions and the children's Markdown tables. A child also measures the
+resident memory growth over 100,000 ``await_`` calls. It leaves with
+``os._exit`` because score.asyncio's loop thread is not a daemon and its stop
+path is broken on Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import NoReturn
+
+BACKENDS = ("asyncio", "uvloop")
+CALLERS = (1, 8)
+MANY = CALLERS[-1]
+
+FULL_ROUNDS = 15
+QUICK_ROUNDS = 3
+FULL_TARGET_MS = 75.0
+QUICK_TARGET_MS = 20.0
+FULL_MEMORY = (5_000, 100_000)  # (warm-up calls, measured calls)
+QUICK_MEMORY = (1_000, 10_000)
+MEMORY_LIMIT_MB = 5.0
+
+Call = Callable[[], object]
+
+
+async def triv() -> int:
+    """The benchmarked coroutine: one suspension, then a result."""
+    await asyncio.sleep(0)
+    return 1
+
+
+# -- contenders ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One way of running ``triv()`` from sync code.
+
+    ``make_call`` runs once in each caller thread, before the barrier, and
+    returns the function that thread calls repeatedly; ``expect`` is what that
+    function must return.
+    """
+
+    key: str
+    label: str
+    make_call: Callable[[], Call]
+    expect: object = 1
+
+
+@dataclass
+class Env:
+    """What contender setups share: the backend, cleanups, the looptoken loop."""
+
+    backend: str
+    stack: ExitStack
+    loop: asyncio.AbstractEventLoop
+    keepalive: list[object] = field(default_factory=list)
+
+
+def setup_await(env: Env) -> Contender:
+    """``looptoken.await_`` (the child holds a token for the whole run)."""
+    import django_looptoken as looptoken
+
+    await_ = looptoken.await_
+
+    def make_call() -> Call:
+        return lambda: await_(triv())
+
+    return Contender("await_", "`looptoken.await_`", make_call)
+
+
+def setup_floor(env: Env) -> Contender:
+    """The floor: a lock released by a callback on the shared loop, no coroutine."""
+    call_soon = env.loop.call_soon_threadsafe
+
+    def make_call() -> Call:
+        lock = threading.Lock()
+        lock.acquire()
+        release = lock.release
+
+        def call() -> None:
+            call_soon(release)
+            lock.acquire()
+
+        return call
+
+    return Contender("floor", "floor: lock hand-off via `call_soon_threadsafe`", make_call, None)
+
+
+def setup_rcts(env: Env) -> Contender:
+    """Bare ``run_coroutine_threadsafe(...).result()`` on the shared loop."""
+    loop = env.loop
+
+    def make_call() -> Call:
+        return lambda: asyncio.run_coroutine_threadsafe(triv(), loop).result()
+
+    return Contender("rcts", "`run_coroutine_threadsafe(...).result()`", make_call)
+
+
+def setup_score(env: Env) -> Contender:
+    """score.asyncio's ``await_``, with one of its tokens held (never released)."""
+    import score.asyncio as sa  # type: ignore[import-untyped]
+
+    conf = sa.init({"backend": "uvloop" if env.backend == "uvloop" else "builtin"})
+    # Releasing the last token hits score's broken stop path; the child exits
+    # with os._exit instead, and a dropped token would release itself.
+    env.keepalive += [conf, conf.start_loop()]
+
+    def make_call() -> Call:
+        return lambda: conf.await_(triv())
+
+    return Contender("score", "score.asyncio `await_`", make_call)
+
+
+def setup_async_to_sync(env: Env) -> Contender:
+    """``asgiref.sync.async_to_sync(triv)()``."""
+    from asgiref.sync import async_to_sync
+
+    def make_call() -> Call:
+        return async_to_sync(triv)
+
+    return Contender("a2s", "asgiref `async_to_sync` (builtin loop)", make_call)
+
+
+def setup_asyncio_run(env: Env) -> Contender:
+    """``asyncio.run(triv())``: a fresh builtin loop per call."""
+
+    def make_call() -> Call:
+        return lambda: asyncio.run(triv())
+
+    return Contender("run", "`asyncio.run` (builtin loop)", make_call)
+
+
+def setup_anyio(env: Env) -> Contender:
+    """anyio's blocking portal, entered once for the whole run."""
+    from anyio.from_thread import start_blocking_portal
+
+    portal = env.stack.enter_context(
+        start_blocking_portal(
+            backend="asyncio", backend_options={"use_uvloop": env.backend == "uvloop"}
+        )
+    )
+
+    def make_call() -> Call:
+        return lambda: portal.call(triv)
+
+    return Contender("anyio", "anyio blocking portal `call`", make_call)
+
+
+SETUPS: tuple[Callable[[Env], Contender], ...] = (
+    setup_await,
+    setup_floor,
+    setup_rcts,
+    setup_score,
+    setup_async_to_sync,
+    setup_asyncio_run,
+    setup_anyio,
+)
+
+
+# -- measuring -----------------------------------------------------------------
+
+
+def measure(contender: Contender, callers: int, iterations: int) -> float:
+    """Run ``iterations`` calls in each of ``callers`` threads; return the wall seconds.
+
+    The threads start together at a barrier after one untimed call each; the
+    wall time runs from the first start to the last finish.
+    """
+    barrier = threading.Barrier(callers)
+    starts = [0.0] * callers
+    ends = [0.0] * callers
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            call = contender.make_call()
+            result = call()
+            if result != contender.expect:
+                raise AssertionError(f"{contender.key} returned {result!r}")
+            barrier.wait()
+            start = time.perf_counter()
+            for _ in range(iterations):
+                call()
+            ends[index] = time.perf_counter()
+            starts[index] = start
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [
+        threading.Thread(target=worker, args=(i,), name=f"caller-{i}") for i in range(callers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if errors:
+        raise (real or errors)[0]
+    return max(ends) - min(starts)
+
+
+def calibrate(contender: Contender, callers: int, target: float) -> int:
+    """Iterations per caller thread so that one measurement takes ~``target`` s."""
+    iterations = 1
+    while True:
+        wall = measure(contender, callers, iterations)
+        if wall >= target / 4 or iterations >= 1_000_000:
+            return max(1, round(iterations * target / max(wall, 1e-9)))
+        iterations *= 4
+
+
+def rss_mb() -> float:
+    """Current resident set size (VmRSS) in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def memory_growth(warmup: int, calls: int) -> tuple[float, float]:
+    """RSS (MB) before and after ``calls`` ``await_`` calls, after ``warmup`` calls."""
+    import django_looptoken as looptoken
+
+    for _ in range(warmup):
+        looptoken.await_(triv())
+    gc.collect()
+    before = rss_mb()
+    for _ in range(calls):
+        looptoken.await_(triv())
+    gc.collect()
+    return before, rss_mb()
+
+
+# -- one backend (child process) -----------------------------------------------
+
+
+@dataclass
+class Results:
+    """Per-call seconds per round, keyed by (contender key, callers)."""
+
+    rounds: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+
+    def median_us(self, key: str, callers: int) -> float:
+        """Median microseconds per call across rounds."""
+        return statistics.median(self.rounds[key, callers]) * 1e6
+
+    def ratio(self, a: tuple[str, int], b: tuple[str, int]) -> float:
+        """Median of the per-round ratios a / b (measurements side by side)."""
+        return statistics.median(
+            x / y for x, y in zip(self.rounds[a], self.rounds[b], strict=True)
+        )
+
+
+def progress(message: str) -> None:
+    """Report progress on stderr (stdout carries only the report)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_backend(backend: str, rounds: int, target: float, memory: tuple[int, int]) -> None:
+    """Benchmark every contender on ``backend`` and print the Markdown report."""
+    from django.conf import settings
+
+    settings.configure(LOOPTOKEN={"BACKEND": backend, "AUTOSTART": False}, INSTALLED_APPS=[])
+    import django_looptoken as looptoken
+
+    with ExitStack() as stack:
+        token = looptoken.start_loop()
+        stack.callback(token.release)
+        env = Env(backend, stack, looptoken.get_loop())
+        contenders = [setup(env) for setup in SETUPS]
+
+        jobs = [(c, n) for c in contenders for n in CALLERS]
+        iterations: dict[tuple[str, int], int] = {}
+        for contender, callers in jobs:
+            iterations[contender.key, callers] = calibrate(contender, callers, target)
+        progress(f"[{backend}] iterations per caller per round: {iterations}")
+
+        results = Results({(c.key, n): [] for c, n in jobs})
+        started = time.perf_counter()
+        for index in range(rounds):
+            shift = index % len(jobs)
+            for contender, callers in jobs[shift:] + jobs[:shift]:
+                count = iterations[contender.key, callers]
+                wall = measure(contender, callers, count)
+                results.rounds[contender.key, callers].append(wall / count)
+            progress(f"[{backend}] round {index + 1}/{rounds} done")
+        elapsed = time.perf_counter() - started
+
+        progress(f"[{backend}] memory: {memory[1]:,} await_ calls")
+        before, after = memory_growth(*memory)
+        loop_type = type(env.loop)
+
+    print_report(
+        backend,
+        f"{loop_type.__module__}.{loop_type.__qualname__}",
+        contenders,
+        results,
+        rounds,
+        target,
+        elapsed,
+        memory,
+        before,
+        after,
+    )
+
+
+def verdict(ok: bool) -> str:
+    """PASS or FAIL."""
+    return "PASS" if ok else "FAIL"
+
+
+def print_report(
+    backend: str,
+    loop_name: str,
+    contenders: list[Contender],
+    results: Results,
+    rounds: int,
+    target: float,
+    elapsed: float,
+    memory: tuple[int, int],
+    before: float,
+    after: float,
+) -> None:
+    """Print one backend's Markdown table, ratios, targets and memory line."""
+    out: list[str] = [
+        f"### Backend: {backend} (`{loop_name}`)",
+        "",
+        f"{rounds} interleaved rounds of ~{target * 1000:.0f} ms per contender and caller "
+        f"count ({elapsed:.0f} s); medians across rounds. 8 callers: wall-clock time per "
+        "call as each caller sees it, and total calls/s.",
+        "",
+        f"| contender | 1 caller µs/call | {MANY} callers µs/call | {MANY} callers calls/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for c in contenders:
+        one = results.median_us(c.key, 1)
+        many = results.median_us(c.key, MANY)
+        out.append(f"| {c.label} | {one:,.1f} | {many:,.1f} | {MANY / many * 1e6:,.0f} |")
+
+    def ratio(a: str, b: str, callers: int = 1, b_callers: int | None = None) -> float:
+        return results.ratio((a, callers), (b, callers if b_callers is None else b_callers))
+
+    vs_score = ratio("await_", "score")
+    vs_rcts = ratio("await_", "rcts")
+    scaling = ratio("await_", "await_", MANY, 1)
+    growth = after - before
+    out += [
+        "",
+        "Ratios (median of per-round ratios; 1 caller / 8 callers):",
+        "",
+        f"- await_ / floor: {ratio('await_', 'floor'):.2f} / {ratio('await_', 'floor', MANY):.2f}",
+        f"- await_ / score.asyncio await_: {vs_score:.2f} / {ratio('await_', 'score', MANY):.2f}",
+        f"- await_ / run_coroutine_threadsafe: {vs_rcts:.2f} / "
+        f"{ratio('await_', 'rcts', MANY):.2f}",
+        f"- await_ {MANY} callers / 1 caller (per call): {scaling:.2f} "
+        f"(floor: {ratio('floor', 'floor', MANY, 1):.2f}, "
+        f"score.asyncio: {ratio('score', 'score', MANY, 1):.2f})",
+        "",
+        "Targets:",
+        "",
+        f"- {verdict(vs_score <= 1.0)}: await_ <= score.asyncio await_, 1 caller "
+        f"(ratio {vs_score:.2f})",
+        f"- {verdict(vs_rcts < 1.0)}: await_ < run_coroutine_threadsafe, 1 caller "
+        f"(ratio {vs_rcts:.2f})",
+        f"- {verdict(scaling <= 1.0)}: await_ with {MANY} callers per call <= with 1 caller "
+        f"(ratio {scaling:.2f})",
+        f"- {verdict(growth < MEMORY_LIMIT_MB)}: RSS growth over {memory[1]:,} await_ calls "
+        f"(after {memory[0]:,} warm-up calls) < {MEMORY_LIMIT_MB:g} MB: {growth:+.2f} MB "
+        f"({before:.1f} -> {after:.1f} MB)",
+        "",
+    ]
+    print("\n".join(out), flush=True)
+
+
+def child_main(backend: str, rounds: int, quick: bool) -> NoReturn:
+    """Run one backend, then leave with ``os._exit`` (score's loop never stops)."""
+    code = 0
+    try:
+        target = (QUICK_TARGET_MS if quick else FULL_TARGET_MS) / 1000
+        run_backend(backend, rounds, target, QUICK_MEMORY if quick else FULL_MEMORY)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    alive = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    progress(f"[{backend}] threads left at os._exit (score.asyncio's loop expected): {alive}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+# -- parent --------------------------------------------------------------------
+
+
+def version(dist: str) -> str:
+    """Installed version of ``dist``, or "not installed"."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def header() -> str:
+    """Versions and CPU count, as Markdown."""
+    dists = ("django-looptoken", "Django", "uvloop", "asgiref", "anyio", "score.asyncio")
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    lines = [
+        "## bench_await",
+        "",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.platform()}",
+        *(f"- {dist} {version(dist)}" for dist in dists),
+        f"- CPUs: {cpus} (usable by this process: {usable})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parent_main(args: argparse.Namespace, rounds: int) -> int:
+    """Run one child per backend and print the combined report."""
+    backends = [args.backend] if args.backend else list(BACKENDS)
+    reports = [header()]
+    failed = False
+    for backend in backends:
+        if backend == "uvloop" and version("uvloop") == "not installed":
+            reports.append("### Backend: uvloop\n\nSkipped: uvloop is not installed.\n")
+            continue
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            backend,
+            "--rounds",
+            str(rounds),
+        ]
+        if args.quick:
+            command.append("--quick")
+        progress(f"running {backend} ...")
+        try:
+            child = subprocess.run(
+                command,
+                stdout=subprocess.PIPE,
+                text=True,
+                timeout=120 if args.quick else 900,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            reports.append(f"### Backend: {backend}\n\nTimed out.\n\n{out}")
+            failed = True
+            continue
+        if child.returncode:
+            failed = True
+            reports.append(
+                f"### Backend: {backend}\n\nFailed (exit code {child.returncode}); "
+                f"see stderr.\n\n{child.stdout}"
+            )
+        else:
+            reports.append(child.stdout)
+    print("\n".join(reports), flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments; run the parent, or a child for one backend."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~20 s)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"interleaved rounds (default {FULL_ROUNDS}, --quick {QUICK_ROUNDS})",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, help="run only this backend")
+    parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.child:
+        child_main(args.child, rounds, args.quick)
+    return parent_main(args, rounds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""django_looptoken: one long-lived event loop per process for synchronous Django.
+
+Layout (every public name is re-exported here):
+
+* ``tokens``: the loop's life, score.asyncio's API: ``start_loop``,
+  ``release_loop``, ``LoopToken``, ``get_loop``, ``shutdown``.
+* ``bridge``: running coroutines from sync code: ``await_``,
+  ``await_multiple``, ``spawn``, ``shutdown_waits_for``.
+* ``exceptions``: ``LoopStoppedError``.
+* ``signals``: ``loop_started``, ``loop_stopping``, ``loop_stopped``.
+* ``conf`` and ``checks``: the ``LOOPTOKEN`` setting and its system checks.
+* private modules (leading underscore): the runtime, one loop's life, the
+  blocking call, thread-sensitive hand-back, backends, the shutdown sequence.
+"""
+
+from django_looptoken.bridge import await_, await_multiple, shutdown_waits_for, spawn
+from django_looptoken.exceptions import LoopStoppedError
+from django_looptoken.tokens import LoopToken, get_loop, release_loop, shutdown, start_loop
+
+__all__ = [
+    "LoopStoppedError",
+    "LoopToken",
+    "await_",
+    "await_multiple",
+    "get_loop",
+    "release_loop",
+    "shutdown",
+    "shutdown_waits_for",
+    "spawn",
+    "start_loop",
+]

@@ -1,0 +1,58 @@
+"""Turning the ``BACKEND`` setting into a zero-argument loop factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def uvloop_available() -> bool:
+    """Whether uvloop can be imported in this environment."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_loop_factory(backend: str) -> LoopFactory:
+    """Return the loop factory ``backend`` names, or raise ImproperlyConfigured.
+
+    ``auto`` prefers uvloop and falls back to asyncio. Loops are built from
+    their classes directly: asyncio's event loop policies are deprecated.
+    """
+    if backend in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if backend == "uvloop":
+                raise ImproperlyConfigured(
+                    'LOOPTOKEN["BACKEND"] is "uvloop" but uvloop is not installed: '
+                    'pip install "django-looptoken[uvloop]", or use "auto" or "asyncio".'
+                ) from None
+        else:
+            return uvloop.new_event_loop
+    if backend in ("auto", "asyncio"):
+        return asyncio.SelectorEventLoop
+    if "." not in backend:
+        raise ImproperlyConfigured(
+            f'LOOPTOKEN["BACKEND"] is {backend!r}: use "auto", "asyncio", "uvloop" '
+            "or the dotted path of a zero-argument callable returning a new event loop."
+        )
+    try:
+        factory = import_string(backend)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f'LOOPTOKEN["BACKEND"] {backend!r} cannot be imported: {exc}'
+        ) from exc
+    if not callable(factory):
+        raise ImproperlyConfigured(
+            f'LOOPTOKEN["BACKEND"] {backend!r} is not callable: it must name a '
+            "zero-argument callable returning a new event loop."
+        )
+    return factory  # type: ignore[no-any-return]

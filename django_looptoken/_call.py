@@ -1,0 +1,196 @@
+"""One blocking call into the shared loop, seen from both of its threads.
+
+The caller's thread sleeps on a lock until the task ends. Meanwhile it is the
+task's executor for thread-sensitive sync code (``submit``): such work is
+queued here and run by the sleeping thread, which the lock wakes for it.
+The loop thread is the only one that releases the lock, the caller the only
+one that takes it; ``_signalled`` makes each release pair with one take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+from django_looptoken._handback import (
+    WorkItem,
+    background_executor,
+    enter_loop_thread,
+    restore_context,
+    restore_executor,
+    save_executor,
+)
+from django_looptoken._loop_run import LoopRun
+from django_looptoken.exceptions import LoopStoppedError
+
+_T = TypeVar("_T")
+
+
+class Call(concurrent.futures.Executor, Generic[_T]):
+    """Run ``coro`` on ``run``'s loop and block the calling thread for it."""
+
+    def __init__(self, run: LoopRun, coro: Coroutine[Any, Any, _T], timeout: float | None) -> None:
+        self._run = run
+        self._coro = coro
+        self._timeout = timeout
+        self._context = contextvars.copy_context()
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._signalled = False
+        self._work: deque[WorkItem] = deque()
+        self._mutex = threading.Lock()  # guards _work against the caller leaving
+        self._caller_left = False
+        self._task: asyncio.Task[_T] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
+        self._done = False
+        self._result: _T | None = None
+        self._error: BaseException | None = None
+
+    # -- the caller's thread ---------------------------------------------------
+
+    def wait(self) -> _T:
+        """Run the call; return its result or raise its exception."""
+        run = self._run
+        context = self._context
+        previous_executor = save_executor()
+        if not run.register(self):
+            self._coro.close()
+            raise LoopStoppedError("The shared loop stopped before the call could start.")
+        try:
+            try:
+                run.loop.call_soon_threadsafe(self._start, context=context)
+            except RuntimeError:
+                self._coro.close()
+                raise LoopStoppedError(
+                    "The shared loop stopped before the call could start."
+                ) from None
+            self._serve_until_done()
+        except LoopStoppedError:
+            raise
+        except BaseException:
+            # Interrupted (Ctrl-C) anywhere after scheduling, even before the
+            # first wait: the task must not run on unattended.
+            self._leave()
+            raise
+        finally:
+            run.pending.discard(self)
+            # Values the coroutine set flow back to the caller, as with asgiref.
+            restore_context(context)
+            restore_executor(previous_executor)
+        if self._error is not None:
+            try:
+                raise self._error
+            finally:
+                self._error = None
+        return self._result  # type: ignore[return-value]
+
+    def _serve_until_done(self) -> None:
+        while True:
+            self._wakeup.acquire()
+            self._signalled = False
+            while self._work:
+                self._work.popleft().run()
+            if self._done:
+                return
+
+    def _leave(self) -> None:
+        # Cancel the task, and send the sync work it still hands back to the
+        # background thread, since nobody will run it here any more.
+        with self._mutex:
+            self._caller_left = True
+            stranded = list(self._work)
+            self._work.clear()
+        for item in stranded:
+            background_executor.run_item(item)
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
+            self._run.loop.call_soon_threadsafe(self._cancel)
+
+    # -- the loop's thread -------------------------------------------------------
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Queue thread-sensitive sync work for the waiting caller's thread."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        item = WorkItem(future, fn, args, kwargs)
+        with self._mutex:
+            here = not (self._caller_left or self._done)
+            if here:
+                self._work.append(item)
+        if here:
+            self._wake()
+        else:
+            # A task that outlived its caller (it was spawned from the call,
+            # or the caller was interrupted) still gets its sync work done.
+            background_executor.run_item(item)
+        return future
+
+    def _wake(self) -> None:
+        if not self._signalled:
+            self._signalled = True
+            self._wakeup.release()
+
+    def _start(self) -> None:
+        # Runs inside the call's context; the task keeps running in that same
+        # context object, so the caller can read back what it changed.
+        run = self._run
+        run.await_calls += 1
+        enter_loop_thread(self)
+        self._task = run.loop.create_task(self._coro, context=self._context)
+        self._task.add_done_callback(self._on_done)
+        if self._timeout is not None:
+            self._timer = run.loop.call_later(self._timeout, self._expire)
+
+    def _expire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._timed_out = True
+            self._task.cancel()
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _on_done(self, task: asyncio.Task[_T]) -> None:
+        run = self._run
+        if self._timer is not None:
+            self._timer.cancel()
+        if task.cancelled():
+            if self._timed_out:
+                run.await_timeouts += 1
+                self._error = TimeoutError(
+                    f"The awaitable did not finish within {self._timeout} s and was cancelled."
+                )
+            elif run.stopping:
+                self._error = LoopStoppedError(
+                    "The shared loop was shut down while this call waited."
+                )
+            else:
+                self._error = asyncio.CancelledError()
+        else:
+            self._error = task.exception()
+            if self._error is None:
+                self._result = task.result()
+        if self._error is not None:
+            run.await_errors += 1
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._mutex:
+            self._done = True
+        self._wake()
+
+    def abort(self) -> None:
+        """The loop ended for good under this call (called on the loop thread)."""
+        if self._done:
+            return
+        if self._task is None:
+            self._coro.close()  # never started: no "was never awaited" warning
+        self._error = LoopStoppedError("The shared loop stopped while this call waited.")
+        self._finish()

@@ -1,0 +1,130 @@
+"""One life of the shared loop: its thread, from the start handshake to close."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+logger = logging.getLogger("django_looptoken")
+
+# After the shutdown sequence's own deadline, how long a thread that asked
+# the loop to stop waits for the loop thread before giving up on it.
+STOP_GRACE_SECONDS = 5.0
+
+
+class Abortable(Protocol):
+    """Work handed to the loop whose owner must hear if the loop goes away."""
+
+    def abort(self) -> None:
+        """Called on the loop thread after the loop stopped for good."""
+
+
+class LoopRun:
+    """The shared loop from its start to its close, and what it holds.
+
+    Token counts and state transitions belong to the runtime (and its lock);
+    this object owns the thread, the registries the shutdown sequence reads,
+    and the counters ``status()`` reports. Registries and counters are only
+    touched on the loop thread, except ``pending`` (see ``register``).
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_closed: Callable[[LoopRun], None]
+    ) -> None:
+        self.loop = loop
+        self.tokens = 0
+        self.stopping = False
+        self.finished = False
+        self.closed = threading.Event()
+        self.started_at = time.monotonic()
+        self.thread: threading.Thread | None = None
+        self.thread_id: int | None = None
+        # Callers blocked in await_ and spawns not started yet: aborted if the
+        # loop ends under them, so nobody waits on a loop that is gone.
+        self.pending: set[Abortable] = set()
+        # Tasks wrapped in shutdown_waits_for(), and spawned tasks (strong refs).
+        self.protected: set[asyncio.Future[Any]] = set()
+        self.background: set[asyncio.Future[Any]] = set()
+        self.await_calls = 0
+        self.await_errors = 0
+        self.await_timeouts = 0
+        self._on_closed = on_closed
+
+    def start(self) -> None:
+        """Run the loop in a new daemon thread; return once it is running.
+
+        A failure to start is raised here, in the caller, not lost in the thread.
+        """
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.thread = threading.Thread(
+            target=self._main, args=(ready,), name="looptoken-loop", daemon=True
+        )
+        self.thread.start()
+        ready.result()
+
+    def on_loop_thread(self) -> bool:
+        """Whether the calling thread is this loop's thread."""
+        return threading.get_ident() == self.thread_id
+
+    def register(self, item: Abortable) -> bool:
+        """Track ``item`` until it is discarded; False if the loop already ended.
+
+        Called from any thread: the add happens before the ``finished`` check
+        here, and ``finish()`` sets ``finished`` before copying the set, so an
+        item is either aborted by ``finish()`` or told here that it is too late.
+        """
+        self.pending.add(item)
+        if self.finished:
+            self.pending.discard(item)
+            return False
+        return True
+
+    def _main(self, ready: concurrent.futures.Future[None]) -> None:
+        self.thread_id = threading.get_ident()
+        try:
+            self.loop.call_soon(ready.set_result, None)
+            self.loop.run_forever()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                logger.exception(
+                    "The shared loop's thread died; the next start_loop() starts a fresh loop."
+                )
+        finally:
+            if not ready.done():
+                ready.set_exception(RuntimeError("the shared loop stopped before it ran"))
+            self._finish()
+
+    def _finish(self) -> None:
+        self.stopping = True
+        try:
+            self.loop.close()
+        except Exception:
+            logger.exception("Closing the shared loop failed.")
+        self.finished = True
+        for item in list(self.pending):
+            item.abort()
+        self.pending.clear()
+        self.closed.set()
+        self._on_closed(self)
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait (not on the loop thread) until the loop closed; False on timeout."""
+        if self.on_loop_thread():
+            return self.closed.is_set()
+        assert self.thread is not None
+        self.thread.join(timeout + STOP_GRACE_SECONDS)
+        if self.thread.is_alive():
+            logger.error(
+                "The shared loop did not stop within %.1f s; its thread is left behind. "
+                "Something is blocking it (see the watchdog's stack in the log).",
+                timeout + STOP_GRACE_SECONDS,
+            )
+            return False
+        return True

@@ -1,0 +1,315 @@
+"""The process's shared loop: its state machine, token count, fork and exit.
+
+One ``Runtime`` per process. A lock guards only the state and the counts;
+starting and stopping the loop happen outside it, and callers that arrive
+meanwhile wait on a condition for the transition to finish (anyio's
+blocking-portal pattern). After ``os.fork()`` the child drops the parent's
+runtime untouched and builds its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import logging
+import os
+import threading
+import time
+from enum import Enum
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+from django_looptoken import _shutdown, signals
+from django_looptoken._backends import resolve_loop_factory
+from django_looptoken._loop_run import LoopRun
+from django_looptoken.conf import looptoken_settings
+from django_looptoken.exceptions import LoopStoppedError
+
+logger = logging.getLogger("django_looptoken")
+
+
+class State(str, Enum):
+    """Where the shared loop is in its life."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """Build an unstarted loop from the settings (backend, debug, executor)."""
+    from django_looptoken.checks import settings_errors
+
+    errors = settings_errors()
+    if errors:
+        raise ImproperlyConfigured(
+            "The shared loop cannot start: the LOOPTOKEN setting is invalid. "
+            + " ".join(f"{e.id}: {e.msg}" for e in errors)
+            + " Run 'manage.py check' for hints."
+        )
+    conf = looptoken_settings
+    loop = resolve_loop_factory(conf.BACKEND)()
+    loop.set_debug(conf.DEBUG)
+    loop.slow_callback_duration = conf.SLOW_CALLBACK_DURATION
+    if conf.EXECUTOR_MAX_WORKERS is not None:
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(
+                conf.EXECUTOR_MAX_WORKERS, thread_name_prefix="looptoken-executor"
+            )
+        )
+    return loop
+
+
+class Runtime:
+    """Token counting and the loop's start/stop transitions for one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._state = State.STOPPED
+        self._run: LoopRun | None = None
+        self._next_loop: asyncio.AbstractEventLoop | None = None
+        # While set, no new loop may start: shutdown() is running, or the
+        # process is exiting (then for good).
+        self._closing = False
+        self._exiting = False
+        self.app_token_run: LoopRun | None = None
+
+    # -- reading -------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The loop's state now."""
+        return self._state
+
+    @property
+    def current_run(self) -> LoopRun | None:
+        """The loop's life now (None when stopped)."""
+        return self._run
+
+    def run_for(self, loop: asyncio.AbstractEventLoop) -> LoopRun | None:
+        """The current run if ``loop`` is the shared loop, else None."""
+        run = self._run
+        return run if run is not None and run.loop is loop else None
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop running now, or the one the next start will run."""
+        with self._lock:
+            if self._run is not None:
+                return self._run.loop
+            if self._next_loop is None:
+                self._next_loop = new_loop()
+            return self._next_loop
+
+    # -- tokens ---------------------------------------------------------------
+
+    def acquire(self) -> LoopRun:
+        """Count a token on the running loop, starting a loop if none runs.
+
+        Never counts a token on a loop that is stopping: such a caller waits
+        for the stop to finish and starts a fresh loop, or, while the process
+        is shutting down, gets LoopStoppedError at once.
+        """
+        with self._lock:
+            while True:
+                if self._state is State.RUNNING:
+                    assert self._run is not None
+                    self._run.tokens += 1
+                    return self._run
+                if self._closing:
+                    raise LoopStoppedError(
+                        "The shared loop is shutting down and may not start again now."
+                    )
+                if self._state is State.STOPPED:
+                    break
+                self._changed.wait()
+            self._state = State.STARTING
+            loop, self._next_loop = self._next_loop, None
+        try:
+            run = LoopRun(loop or new_loop(), on_closed=self._on_closed)
+            run.start()
+        except BaseException:
+            with self._lock:
+                self._state = State.STOPPED
+                self._changed.notify_all()
+            raise
+        with self._lock:
+            self._run = run
+            self._state = State.RUNNING
+            run.tokens += 1
+            self._changed.notify_all()
+        logger.info("Shared loop started: %s (pid %d).", type(run.loop).__qualname__, os.getpid())
+        run.loop.call_soon_threadsafe(_shutdown.send_signal, signals.loop_started, run.loop)
+        return run
+
+    def acquire_if_running(self) -> LoopRun:
+        """Count a token on the running loop; LoopStoppedError if none runs."""
+        with self._lock:
+            if self._state is State.RUNNING:
+                assert self._run is not None
+                self._run.tokens += 1
+                return self._run
+        raise LoopStoppedError(
+            "The shared loop is not running, so nothing would keep this work alive: "
+            "hold a token (looptoken.start_loop()) or leave LOOPTOKEN['AUTOSTART'] on."
+        )
+
+    def release(self, run: LoopRun, stop_timeout: float | None = None) -> None:
+        """Uncount a token of ``run``; the last one stops the loop.
+
+        A token of a loop that is already gone (shut down, or the parent's
+        before a fork) is ignored.
+        """
+        with self._lock:
+            if run is not self._run:
+                return
+            run.tokens -= 1
+            if run.tokens or self._state is not State.RUNNING:
+                return
+            self._state = State.STOPPING
+            self._changed.notify_all()
+        self._stop(
+            run, looptoken_settings.SHUTDOWN_TIMEOUT if stop_timeout is None else stop_timeout
+        )
+
+    def is_current(self, run: LoopRun) -> bool:
+        """Whether ``run`` is the loop's current life."""
+        return run is self._run
+
+    # -- stopping -------------------------------------------------------------
+
+    def _stop(self, run: LoopRun, timeout: float) -> None:
+        # RuntimeError: the loop already closed (its thread died); _on_closed ran.
+        with contextlib.suppress(RuntimeError):
+            run.loop.call_soon_threadsafe(_shutdown.begin, run, timeout)
+        run.wait_closed(timeout)
+
+    def _on_closed(self, run: LoopRun) -> None:
+        with self._lock:
+            if self._run is run:
+                self._run = None
+                self._state = State.STOPPED
+                self._changed.notify_all()
+        logger.info("Shared loop stopped (pid %d).", os.getpid())
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Release the app token, drain other tokens up to ``timeout``, stop the loop."""
+        budget = looptoken_settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        with self._lock:
+            run = self._run
+            if run is not None and run.on_loop_thread():
+                raise RuntimeError(
+                    "shutdown() waits for the shared loop to stop, so it cannot be called "
+                    "from the loop's own thread; call it from synchronous code."
+                )
+            self._closing = True
+            app_run, self.app_token_run = self.app_token_run, None
+        try:
+            if app_run is not None:
+                self.release(app_run, stop_timeout=budget)
+            with self._lock:
+                run = self._run
+                if run is None:
+                    return
+                # Drain: in-flight holders finish; the last release stops the loop.
+                self._changed.wait_for(
+                    lambda: self._run is not run or self._state is State.STOPPING,
+                    max(deadline - time.monotonic(), 0),
+                )
+                forced = self._run is run and self._state is State.RUNNING
+                if forced:
+                    self._state = State.STOPPING
+            remaining = max(deadline - time.monotonic(), 0.0)
+            if forced:
+                logger.warning(
+                    "Shutdown drain timed out with %d token(s) held; stopping the loop anyway.",
+                    run.tokens,
+                )
+                self._stop(run, remaining)
+            else:
+                run.wait_closed(remaining)
+        finally:
+            with self._lock:
+                self._closing = self._exiting
+
+    def exit(self) -> None:
+        """At interpreter exit: shut down for good and close the unstarted loop."""
+        with self._lock:
+            self._exiting = True
+        self.shutdown()
+        self.forget_next_loop()
+
+    def forget_next_loop(self) -> None:
+        """Drop the unstarted loop ``get_loop()`` built (the settings changed)."""
+        with self._lock:
+            loop, self._next_loop = self._next_loop, None
+        if loop is not None:
+            loop.close()
+
+    def hold_app_token(self) -> None:
+        """Start the loop for the app and count the app's token (AUTOSTART)."""
+        run = self.acquire()
+        with self._lock:
+            previous, self.app_token_run = self.app_token_run, run
+        if previous is not None:
+            self.release(previous)
+
+
+_runtime = Runtime()
+
+
+def runtime() -> Runtime:
+    """This process's runtime (a new one in a forked child)."""
+    return _runtime
+
+
+def _keep_forever(obj: object) -> None:
+    # The parent's loop shares its selector, self-pipe and epoll set with the
+    # child: closing or even freeing it here would break the parent's loop.
+    # An extra reference the child never drops keeps it untouched until exit.
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+def _after_fork_in_child() -> None:
+    global _runtime
+    parent = _runtime
+    _keep_forever(parent)
+    _runtime = Runtime()
+    if parent.app_token_run is not None and not parent._exiting:
+        try:
+            _runtime.hold_app_token()
+        except Exception:
+            logger.exception("Starting the shared loop in the forked child failed.")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting == "LOOPTOKEN":
+        _runtime.forget_next_loop()
+
+
+setting_changed.connect(_on_setting_changed)
+
+
+def _at_exit() -> None:
+    try:
+        _runtime.exit()
+    except Exception:
+        logger.exception("Shutting down the shared loop at exit failed.")
+
+
+# Before Python joins non-daemon threads, so that request threads still
+# holding tokens can finish on a running loop (plain atexit runs too late).
+try:
+    threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - CPython has had it since 3.9
+    import atexit
+
+    atexit.register(_at_exit)

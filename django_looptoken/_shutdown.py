@@ -1,0 +1,116 @@
+"""The shutdown sequence, run on the loop when it stops (aiorun's order).
+
+1. send ``loop_stopping``;
+2. cancel every task not protected by ``shutdown_waits_for`` and wait for the
+   cancellations;
+3. wait for the protected ones, all within the deadline; then cancel what is
+   left and log each task cut, with the stack it was stuck in;
+4. close ``loop_resource`` instances, async generators, the default executor;
+5. send ``loop_stopped``; the loop thread then closes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from django.dispatch import Signal
+
+from django_looptoken import signals
+from django_looptoken._loop_run import LoopRun
+
+logger = logging.getLogger("django_looptoken")
+
+# Extra steps for the sequence (loop resources register theirs), run after
+# the tasks are gone and before the executor and async generators close.
+closing_hooks: list[Callable[[LoopRun], Awaitable[None]]] = []
+
+
+def begin(run: LoopRun, timeout: float) -> None:
+    """Start the shutdown sequence; called on the loop thread."""
+    if run.stopping:
+        return
+    run.stopping = True
+    task = run.loop.create_task(_sequence(run, timeout), name="looptoken-shutdown")
+    task.add_done_callback(lambda _: run.loop.stop())
+
+
+def send_signal(signal: Signal, loop: asyncio.AbstractEventLoop) -> None:
+    """Send a loop signal, logging receivers that fail instead of raising."""
+    for receiver, result in signal.send_robust(sender=type(loop), loop=loop):
+        if isinstance(result, Exception):
+            logger.error(
+                "A %s receiver failed: %r", signal_name(signal), receiver, exc_info=result
+            )
+
+
+def signal_name(signal: Signal) -> str:
+    """The name a loop signal has in ``django_looptoken.signals``."""
+    for name in ("loop_started", "loop_stopping", "loop_stopped"):
+        if getattr(signals, name) is signal:
+            return name
+    return repr(signal)
+
+
+async def _sequence(run: LoopRun, timeout: float) -> None:
+    loop = run.loop
+    deadline = loop.time() + timeout
+    try:
+        send_signal(signals.loop_stopping, loop)
+        # Let tasks created just before the stop take their first step, so
+        # that spawn(shutdown_waits_for(...)) has registered its protected work.
+        await asyncio.sleep(0)
+        me = asyncio.current_task()
+        unprotected = [t for t in asyncio.all_tasks() if t is not me and t not in run.protected]
+        for task in unprotected:
+            task.cancel()
+        await _wait(unprotected, deadline)
+        await _wait(list(run.protected), deadline)
+        await _cut_stragglers(me, timeout)
+        for hook in closing_hooks:
+            await _run_step(hook(run), f"closing hook {hook!r}")
+        await _run_step(loop.shutdown_asyncgens(), "shutting down async generators")
+        remaining = max(deadline - loop.time(), 1.0)
+        await _run_step(
+            asyncio.wait_for(loop.shutdown_default_executor(), remaining),
+            "shutting down the default executor",
+        )
+    finally:
+        send_signal(signals.loop_stopped, loop)
+
+
+async def _wait(tasks: Iterable[asyncio.Future[Any]], deadline: float) -> None:
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        loop = asyncio.get_running_loop()
+        await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0))
+
+
+async def _cut_stragglers(me: asyncio.Task[Any] | None, timeout: float) -> None:
+    stragglers = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for task in stragglers:
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        logger.warning(
+            "Shutdown cut %r after %.1f s (SHUTDOWN_TIMEOUT); it was stuck at:\n%s",
+            task,
+            timeout,
+            stack.getvalue().rstrip(),
+        )
+        task.cancel()
+    # One more turn lets the cancellations land; a task that still ignores
+    # them is abandoned (it was logged above, so asyncio need not say it again).
+    await asyncio.sleep(0)
+    for task in stragglers:
+        if not task.done():
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+
+
+async def _run_step(step: Awaitable[Any], what: str) -> None:
+    try:
+        await step
+    except Exception:
+        logger.exception("Shutdown step failed: %s.", what)

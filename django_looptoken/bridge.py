@@ -1,0 +1,298 @@
+"""Running coroutines on the shared loop from synchronous code.
+
+``await_`` and ``await_multiple`` block the calling thread (holding a token
+meanwhile); ``spawn`` returns at once; ``shutdown_waits_for`` marks work the
+shutdown sequence must wait for instead of cancelling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction
+
+from django_looptoken._call import Call
+from django_looptoken._handback import background_executor, enter_loop_thread
+from django_looptoken._loop_run import LoopRun
+from django_looptoken._runtime import runtime
+from django_looptoken.conf import looptoken_settings
+from django_looptoken.exceptions import LoopStoppedError
+
+logger = logging.getLogger("django_looptoken")
+
+_T = TypeVar("_T")
+
+
+def await_(awaitable: Awaitable[_T], *, timeout: float | None = None) -> _T:
+    """Run ``awaitable`` on the shared loop and block until it finishes.
+
+    Returns its result or raises its exception. After ``timeout`` seconds
+    (default ``DEFAULT_TIMEOUT``) the task is cancelled and ``TimeoutError``
+    raised. The coroutine runs in a copy of the caller's context, whose
+    changes flow back; thread-sensitive sync code it calls runs in this thread.
+    """
+    coro = _as_coroutine(awaitable, "await_", check_thread=True)
+    try:
+        timeout = _timeout(timeout, "await_")
+        run = runtime().acquire()
+    except BaseException:
+        coro.close()
+        raise
+    try:
+        return Call(run, coro, timeout).wait()
+    finally:
+        runtime().release(run)
+
+
+def await_multiple(
+    awaitables: Iterable[Awaitable[Any]], *, timeout: float | None = None
+) -> list[tuple[bool, Any]]:
+    """Run ``awaitables`` concurrently on the shared loop and block for all.
+
+    Returns, in input order, ``(True, result)`` or ``(False, exception)`` for
+    each. On timeout the unfinished ones are cancelled and reported as
+    ``(False, TimeoutError(...))``.
+    """
+    if isinstance(awaitables, (str, bytes)) or not isinstance(awaitables, Iterable):
+        _close_if_coroutine(awaitables)
+        raise TypeError(f"await_multiple() takes an iterable of awaitables, not {awaitables!r}.")
+    items = list(awaitables)
+    coros: list[Coroutine[Any, Any, Any]] = []
+    try:
+        _check_thread("await_multiple")
+        for item in items:
+            coros.append(_as_coroutine(item, "await_multiple", check_thread=False))
+        timeout = _timeout(timeout, "await_multiple")
+    except BaseException:
+        for coro in coros:
+            coro.close()
+        for item in items[len(coros) :]:
+            _close_if_coroutine(item)
+        raise
+    if not coros:
+        return []
+    return await_(_gather_outcomes(coros, timeout))
+
+
+async def _gather_outcomes(
+    coros: list[Coroutine[Any, Any, Any]], timeout: float | None
+) -> list[tuple[bool, Any]]:
+    tasks = [asyncio.ensure_future(coro) for coro in coros]
+    try:
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return [_outcome(task, task in late, timeout) for task in tasks]
+
+
+def _outcome(task: asyncio.Task[Any], late: bool, timeout: float | None) -> tuple[bool, Any]:
+    if late:
+        if not task.cancelled():
+            task.exception()  # mark it retrieved: the timeout is what counts
+        return (False, TimeoutError(f"Did not finish within {timeout} s and was cancelled."))
+    if task.cancelled():
+        return (False, asyncio.CancelledError())
+    error = task.exception()
+    return (True, task.result()) if error is None else (False, error)
+
+
+class _SpawnedFuture(concurrent.futures.Future[_T]):
+    """A spawn's future: logs an exception nobody retrieved when dropped."""
+
+    _retrieved = False
+
+    def result(self, timeout: float | None = None) -> _T:
+        self._retrieved = True
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._retrieved = True
+        return super().exception(timeout)
+
+    def __del__(self) -> None:
+        if self._retrieved or not self.done() or self.cancelled():
+            return
+        error = super().exception(0)
+        if error is not None:
+            logger.error("Exception in a spawned task nobody retrieved:", exc_info=error)
+
+
+class _Spawn:
+    """A spawned task from the caller's call until it has been created."""
+
+    def __init__(
+        self, run: LoopRun, coro: Coroutine[Any, Any, Any], future: _SpawnedFuture[Any]
+    ) -> None:
+        self.run = run
+        self.coro = coro
+        self.future = future
+        self.started = False
+
+    def start(self) -> None:
+        run = self.run
+        try:
+            run.pending.discard(self)
+            self.started = True
+            enter_loop_thread(background_executor)
+            task = run.loop.create_task(self.coro)
+            run.background.add(task)
+            task.add_done_callback(self._on_done)
+        finally:
+            runtime().release(run)
+
+    def _on_done(self, task: asyncio.Task[Any]) -> None:
+        self.run.background.discard(task)
+        if task.cancelled():
+            self.future.cancel()
+        elif task.exception() is not None:
+            self.future.set_exception(task.exception())
+        else:
+            self.future.set_result(task.result())
+
+    def abort(self) -> None:
+        if not self.started:
+            self.coro.close()
+            self.future.cancel()
+
+
+def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
+    """Start ``awaitable`` as a background task on the shared loop; return at once.
+
+    The loop keeps it alive until it finishes; an exception nobody retrieves
+    from the returned future is logged. Cancelled at shutdown unless wrapped
+    in ``shutdown_waits_for``.
+    """
+    coro = _as_coroutine(awaitable, "spawn", check_thread=False)
+    try:
+        run = runtime().acquire_if_running()
+    except BaseException:
+        coro.close()
+        raise
+    future: _SpawnedFuture[_T] = _SpawnedFuture()
+    spawned = _Spawn(run, coro, future)
+    try:
+        if not run.register(spawned):
+            raise LoopStoppedError("The shared loop stopped before the task could start.")
+        run.loop.call_soon_threadsafe(spawned.start)
+    except (RuntimeError, LoopStoppedError):
+        run.pending.discard(spawned)
+        coro.close()
+        runtime().release(run)
+        raise LoopStoppedError("The shared loop stopped before the task could start.") from None
+    return future
+
+
+def shutdown_waits_for(awaitable: Awaitable[_T]) -> Awaitable[_T]:
+    """Protect ``awaitable`` from the shutdown sequence (aiorun's semantics).
+
+    Awaiting the result works like ``asyncio.shield``; in addition, the
+    shutdown sequence does not cancel the work and waits for it (up to
+    ``SHUTDOWN_TIMEOUT``). ``spawn(shutdown_waits_for(coro))`` says "finish
+    this even if the process is asked to stop".
+    """
+    _check_awaitable(awaitable, "shutdown_waits_for")
+    return _protected(awaitable)
+
+
+async def _protected(awaitable: Awaitable[_T]) -> _T:
+    inner = asyncio.ensure_future(awaitable)
+    run = runtime().run_for(asyncio.get_running_loop())
+    if run is not None:
+        run.protected.add(inner)
+        inner.add_done_callback(run.protected.discard)
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        inner.add_done_callback(_log_orphan_error)
+        raise
+
+
+def _log_orphan_error(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error(
+            "Exception in shutdown_waits_for() work whose awaiter was cancelled:",
+            exc_info=task.exception(),
+        )
+
+
+# -- checking what callers pass -------------------------------------------------
+
+
+def _as_coroutine(
+    awaitable: Awaitable[_T], name: str, *, check_thread: bool
+) -> Coroutine[Any, Any, _T]:
+    """Check ``awaitable`` and return it as a coroutine; never leaks it on error."""
+    if check_thread:
+        try:
+            _check_thread(name)
+        except RuntimeError:
+            _close_if_coroutine(awaitable)
+            raise
+    if inspect.iscoroutine(awaitable):
+        return awaitable
+    _check_awaitable(awaitable, name)
+    return _await(awaitable)
+
+
+def _check_awaitable(awaitable: object, name: str) -> None:
+    if inspect.isawaitable(awaitable):
+        return
+    if callable(awaitable) and _is_coroutine_function(awaitable):
+        name_of = getattr(awaitable, "__qualname__", repr(awaitable))
+        raise TypeError(
+            f"{name}() takes an awaitable, but got the coroutine function {name_of} "
+            f"itself: call it first, as in {name}({name_of}(...))."
+        )
+    raise TypeError(
+        f"{name}() takes an awaitable (a coroutine, Task or Future), "
+        f"not {type(awaitable).__name__}: {awaitable!r}."
+    )
+
+
+def _check_thread(name: str) -> None:
+    running = asyncio._get_running_loop()
+    if running is not None:
+        where = (
+            "the shared loop's own thread"
+            if runtime().run_for(running) is not None
+            else "a thread that is running an event loop"
+        )
+        raise RuntimeError(
+            f"{name}() was called from {where}, where blocking would deadlock; "
+            "in async code use 'await' on the awaitable instead."
+        )
+
+
+def _is_coroutine_function(obj: object) -> bool:
+    # asgiref's test also knows functions marked with markcoroutinefunction,
+    # such as what an async class-based view's as_view() returns.
+    return iscoroutinefunction(obj) or iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
+
+
+async def _await(awaitable: Awaitable[_T]) -> _T:
+    return await awaitable
+
+
+def _close_if_coroutine(obj: object) -> None:
+    if inspect.iscoroutine(obj):
+        obj.close()
+
+
+def _timeout(timeout: float | None, name: str) -> float | None:
+    if timeout is None:
+        return looptoken_settings.DEFAULT_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name}() timeout must be None or a number of seconds, not {timeout!r}.")
+    if timeout <= 0:
+        raise ValueError(f"{name}() timeout must be more than 0 seconds, not {timeout!r}.")
+    return float(timeout)

@@ -1,0 +1,360 @@
+"""await_: running a coroutine on the shared loop from synchronous code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import os
+import signal
+import threading
+import traceback
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.utils import translation
+
+import django_looptoken as looptoken
+from django_looptoken import signals
+from django_looptoken._runtime import State, runtime
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+
+@pytest.fixture
+def token() -> Iterator[looptoken.LoopToken]:
+    with looptoken.start_loop() as held:
+        yield held
+
+
+async def _answer(value: Any) -> Any:
+    await asyncio.sleep(0)
+    return value
+
+
+async def _fail() -> None:
+    await asyncio.sleep(0)
+    raise KeyError("missing")
+
+
+def test_returns_the_result() -> None:
+    assert looptoken.await_(_answer(42)) == 42
+
+
+def test_runs_on_the_shared_loop_and_holds_a_token_meanwhile() -> None:
+    async def inside() -> tuple[bool, int]:
+        run = runtime().current_run
+        assert run is not None
+        return asyncio.get_running_loop() is looptoken.get_loop(), run.tokens
+
+    on_shared_loop, tokens = looptoken.await_(inside())
+    assert on_shared_loop
+    assert tokens == 1
+    # With no other token held, the loop stops again once the call is done.
+    assert runtime().state is State.STOPPED
+
+
+def test_accepts_any_awaitable(token: looptoken.LoopToken) -> None:
+    class Awaitable:
+        def __await__(self) -> Any:
+            return _answer("custom").__await__()
+
+    assert looptoken.await_(Awaitable()) == "custom"
+
+
+def test_raises_the_coroutines_exception_with_its_traceback(token: looptoken.LoopToken) -> None:
+    with pytest.raises(KeyError, match="missing") as info:
+        looptoken.await_(_fail())
+    frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    assert "_fail" in frames
+
+
+def test_a_cancelled_coroutine_raises_cancelled_error_instead_of_hanging(
+    token: looptoken.LoopToken,
+) -> None:
+    async def cancels_itself() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+    with pytest.raises(asyncio.CancelledError):
+        looptoken.await_(cancels_itself())
+
+
+def test_timeout_cancels_the_task_on_the_loop(token: looptoken.LoopToken) -> None:
+    cancelled = threading.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError, match=r"0\.05 s"):
+        looptoken.await_(slow(), timeout=0.05)
+    assert cancelled.is_set()
+    assert looptoken.await_(_other_tasks()) == 0
+    assert runtime().current_run is not None
+    assert runtime().current_run.await_timeouts == 1
+
+
+async def _other_tasks() -> int:
+    return len(asyncio.all_tasks()) - 1
+
+
+def test_default_timeout_applies(looptoken_settings: Any, token: looptoken.LoopToken) -> None:
+    looptoken_settings(DEFAULT_TIMEOUT=0.05)
+    with pytest.raises(TimeoutError):
+        looptoken.await_(asyncio.sleep(60))
+    # An explicit timeout wins over the default.
+    assert looptoken.await_(asyncio.sleep(0.1, result="ok"), timeout=5) == "ok"
+
+
+def test_context_flows_in_and_back_out(token: looptoken.LoopToken) -> None:
+    request_id.set("abc")
+
+    async def inside() -> str:
+        seen = request_id.get()
+        request_id.set("def")
+        return seen
+
+    assert looptoken.await_(inside()) == "abc"
+    assert request_id.get() == "def"
+
+
+def test_the_coroutine_gets_a_copy_of_the_context(token: looptoken.LoopToken) -> None:
+    """Other threads' calls do not see this thread's values."""
+    request_id.set("mine")
+    seen: list[str] = []
+
+    def other_thread() -> None:
+        seen.append(looptoken.await_(_read_request_id()))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == ["unset"]
+
+
+async def _read_request_id() -> str:
+    return request_id.get("unset")
+
+
+def test_asgiref_local_values_flow_both_ways(token: looptoken.LoopToken) -> None:
+    """Django keeps the active language in an asgiref Local, as async_to_sync sees it."""
+
+    async def inside() -> str:
+        seen = translation.get_language()
+        translation.activate("de")
+        return seen
+
+    with translation.override("fr"):
+        assert looptoken.await_(inside()) == "fr"
+        assert translation.get_language() == "de"
+
+
+def test_thread_sensitive_code_runs_in_the_waiting_thread(token: looptoken.LoopToken) -> None:
+    async def inside() -> int:
+        return await sync_to_async(threading.get_ident)()
+
+    assert looptoken.await_(inside()) == threading.get_ident()
+    seen: list[tuple[int, int]] = []
+
+    def other_thread() -> None:
+        seen.append((threading.get_ident(), looptoken.await_(inside())))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    ((caller, ran_in),) = seen
+    assert caller == ran_in
+
+
+def test_concurrent_callers_do_not_serialize_their_sync_calls(token: looptoken.LoopToken) -> None:
+    """Both sync calls must run at the same time, or the barrier breaks."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    async def meet() -> int:
+        return await sync_to_async(barrier.wait)()
+
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(looptoken.await_(meet()))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert sorted(results) == [0, 1]
+
+
+def test_nested_await_from_thread_sensitive_code(token: looptoken.LoopToken) -> None:
+    async def inner() -> int:
+        return await sync_to_async(threading.get_ident)()
+
+    def sync_middle() -> int:
+        return looptoken.await_(inner())
+
+    async def outer() -> int:
+        return await sync_to_async(sync_middle)()
+
+    assert looptoken.await_(outer()) == threading.get_ident()
+
+
+@pytest.mark.django_db
+def test_orm_calls_share_the_callers_connection_and_transaction(
+    token: looptoken.LoopToken,
+) -> None:
+    """The test database is SQLite in memory: another thread's connection would
+    not even see the table, let alone the uncommitted row."""
+    before = Item.objects.count()
+
+    async def inside() -> int:
+        await Item.objects.acreate(name="from the loop")
+        return await Item.objects.acount()
+
+    with transaction.atomic():
+        Item.objects.create(name="from the caller")
+        assert looptoken.await_(inside()) == before + 2
+        transaction.set_rollback(True)
+    assert Item.objects.count() == before
+
+
+def test_rejects_a_non_awaitable() -> None:
+    with pytest.raises(TypeError, match=r"takes an awaitable .* not int"):
+        looptoken.await_(42)  # type: ignore[arg-type]
+    assert runtime().state is State.STOPPED
+
+
+def test_rejects_an_uncalled_coroutine_function() -> None:
+    with pytest.raises(TypeError, match=r"coroutine function _answer itself: call it first"):
+        looptoken.await_(_answer)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError), (True, TypeError)]
+)
+def test_rejects_a_bad_timeout_and_closes_the_coroutine(
+    timeout: Any, error: type[Exception]
+) -> None:
+    coro = _answer(1)
+    with pytest.raises(error, match="timeout"):
+        looptoken.await_(coro, timeout=timeout)
+    assert coro.cr_frame is None  # closed: no "never awaited" warning
+
+
+def test_refuses_to_run_on_the_loops_own_thread(token: looptoken.LoopToken) -> None:
+    async def inside() -> str:
+        coro = _answer(1)
+        with pytest.raises(RuntimeError, match=r"shared loop's own thread.*use 'await'"):
+            looptoken.await_(coro)
+        assert coro.cr_frame is None
+        return "no deadlock"
+
+    assert looptoken.await_(inside()) == "no deadlock"
+
+
+def test_refuses_to_run_from_a_thread_running_another_loop() -> None:
+    async def main() -> None:
+        coro = _answer(1)
+        with pytest.raises(RuntimeError, match=r"running an event loop.*use 'await'"):
+            looptoken.await_(coro)
+        assert coro.cr_frame is None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asyncio.run(main())
+        gc.collect()
+
+
+def test_keyboard_interrupt_while_waiting_cancels_the_task(token: looptoken.LoopToken) -> None:
+    assert threading.current_thread() is threading.main_thread()
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def interrupt_once_started() -> None:
+        if started.wait(10):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_once_started)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            looptoken.await_(forever())
+    finally:
+        interrupter.join(10)
+    assert cancelled.wait(10)
+
+
+def test_waiting_caller_gets_loop_stopped_error_when_the_loop_is_shut_down() -> None:
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    def caller() -> None:
+        try:
+            looptoken.await_(forever())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(10)
+    looptoken.shutdown(timeout=0.2)
+    thread.join(10)
+    assert not thread.is_alive()
+    (error,) = outcome
+    assert isinstance(error, looptoken.LoopStoppedError)
+    assert isinstance(error, RuntimeError)
+
+
+def test_calls_arriving_during_shutdown_get_loop_stopped_error_at_once() -> None:
+    stopping = threading.Event()
+    finish = threading.Event()
+
+    async def must_finish() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, finish.wait, 10)
+
+    def on_stopping(**kwargs: object) -> None:
+        stopping.set()
+
+    signals.loop_stopping.connect(on_stopping)
+    runtime().hold_app_token()  # as AUTOSTART does; shutdown() releases it
+    looptoken.spawn(looptoken.shutdown_waits_for(must_finish()))
+    stopper = threading.Thread(target=looptoken.shutdown, kwargs={"timeout": 10})
+    stopper.start()
+    try:
+        assert stopping.wait(10)
+        coro = _answer(1)
+        with pytest.raises(looptoken.LoopStoppedError, match="shutting down"):
+            looptoken.await_(coro)
+        assert coro.cr_frame is None
+        with pytest.raises(looptoken.LoopStoppedError):
+            looptoken.start_loop()
+    finally:
+        finish.set()
+        stopper.join(10)
+        signals.loop_stopping.disconnect(on_stopping)
+    assert runtime().app_token_run is None
+    # Once shutdown() has returned, a new loop may start again.
+    assert looptoken.await_(_answer("again")) == "again"

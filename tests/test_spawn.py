@@ -1,0 +1,143 @@
+"""spawn: fire-and-forget background tasks on the shared loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+import django_looptoken as looptoken
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+@pytest.fixture
+def token() -> Iterator[looptoken.LoopToken]:
+    with looptoken.start_loop() as held:
+        yield held
+
+
+def test_returns_at_once_with_a_future_of_the_result(token: looptoken.LoopToken) -> None:
+    go = threading.Event()
+
+    async def job() -> str:
+        await asyncio.get_running_loop().run_in_executor(None, go.wait, 10)
+        return "done"
+
+    future = looptoken.spawn(job())
+    assert isinstance(future, concurrent.futures.Future)
+    assert not future.done()
+    go.set()
+    assert future.result(timeout=10) == "done"
+
+
+def test_the_loop_keeps_the_task_alive(token: looptoken.LoopToken) -> None:
+    """asyncio itself only holds tasks weakly; a dropped spawn must still finish."""
+    finished = threading.Event()
+    release = asyncio.Event()
+
+    async def job() -> None:
+        await release.wait()
+        finished.set()
+
+    looptoken.spawn(job())
+    gc.collect()
+    looptoken.await_(_set(release))
+    assert finished.wait(10)
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()
+
+
+def test_an_exception_nobody_retrieved_is_logged(
+    token: looptoken.LoopToken, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def boom() -> None:
+        raise ValueError("lost in the background")
+
+    future = looptoken.spawn(boom())
+    concurrent.futures.wait([future], timeout=10)
+    with caplog.at_level(logging.ERROR, logger="django_looptoken"):
+        del future
+        gc.collect()
+    (record,) = [r for r in caplog.records if r.name == "django_looptoken"]
+    assert "nobody retrieved" in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ValueError)
+
+
+def test_a_retrieved_exception_is_not_logged(
+    token: looptoken.LoopToken, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def boom() -> None:
+        raise ValueError("seen")
+
+    future = looptoken.spawn(boom())
+    with caplog.at_level(logging.ERROR, logger="django_looptoken"):
+        with pytest.raises(ValueError, match="seen"):
+            future.result(timeout=10)
+        del future
+        gc.collect()
+    assert not [r for r in caplog.records if r.name == "django_looptoken"]
+
+
+def test_needs_a_running_loop_and_closes_the_coroutine() -> None:
+    coro = asyncio.sleep(0)
+    with pytest.raises(looptoken.LoopStoppedError, match="hold a token"):
+        looptoken.spawn(coro)
+    assert coro.cr_frame is None
+
+
+def test_rejects_a_non_awaitable(token: looptoken.LoopToken) -> None:
+    with pytest.raises(TypeError, match="spawn"):
+        looptoken.spawn(print)  # type: ignore[arg-type]
+
+
+def test_spawned_task_is_cancelled_at_shutdown() -> None:
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    token = looptoken.start_loop()
+    future = looptoken.spawn(forever())
+    assert started.wait(10)
+    token.release()
+    assert cancelled.is_set()
+    assert future.cancelled()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_background_orm_calls_run_in_the_apps_thread_with_fresh_connections(
+    token: looptoken.LoopToken,
+) -> None:
+    async def job() -> tuple[str, BaseDatabaseWrapper, bool]:
+        def inside() -> tuple[str, BaseDatabaseWrapper, bool]:
+            Item.objects.count()
+            wrapper = connections["default"]
+            return threading.current_thread().name, wrapper, wrapper.connection is not None
+
+        return await sync_to_async(inside)()
+
+    thread_name, wrapper, connected_during_call = looptoken.spawn(job()).result(timeout=10)
+    assert thread_name.startswith("looptoken-sync")
+    assert wrapper is not connections["default"]
+    assert connected_during_call
+    # close_old_connections() after the call closed it (CONN_MAX_AGE = 0).
+    assert wrapper.connection is None
