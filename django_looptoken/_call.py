@@ -31,8 +31,6 @@ from django_looptoken.exceptions import LoopStoppedError
 
 _T = TypeVar("_T")
 
-SIGNAL_CHECK_SECONDS = 0.2
-
 
 class Call(concurrent.futures.Executor, Generic[_T]):
     """Run ``coro`` on ``run``'s loop and block the calling thread for it."""
@@ -94,15 +92,8 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         return self._result  # type: ignore[return-value]
 
     def _serve_until_done(self) -> None:
-        # A signal (Ctrl-C) that the kernel hands to another thread does not
-        # interrupt the main thread's wait, so the main thread wakes now and
-        # then to let Python run its handler.
-        period = (
-            SIGNAL_CHECK_SECONDS if threading.current_thread() is threading.main_thread() else -1
-        )
         while True:
-            if not self._wakeup.acquire(timeout=period):
-                continue
+            self._wakeup.acquire()
             self._signalled = False
             while self._work:
                 self._work.popleft().run()

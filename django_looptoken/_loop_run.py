@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 logger = logging.getLogger("django_looptoken")
+
+CONTROL_SIGNALS = {
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+    if hasattr(signal, name)
+}
 
 # After the shutdown sequence's own deadline, how long a thread that asked
 # the loop to stop waits for the loop thread before giving up on it.
@@ -86,6 +93,10 @@ class LoopRun:
 
     def _main(self, ready: concurrent.futures.Future[None]) -> None:
         self.thread_id = threading.get_ident()
+        # Process-control signals (Ctrl-C, a server's SIGTERM) must reach the
+        # main thread: one the kernel gives this thread would not wake a main
+        # thread blocked in await_. Threads started from here inherit the mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
         try:
             self.loop.call_soon(ready.set_result, None)
             self.loop.run_forever()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import os
 import signal
 import threading
 import traceback
@@ -290,8 +289,10 @@ def test_keyboard_interrupt_while_waiting_cancels_the_task(token: looptoken.Loop
             raise
 
     def interrupt_once_started() -> None:
+        # Aimed at the main thread: a process-wide kill() may land on this
+        # helper thread instead, which CPython cannot turn into a wake-up.
         if started.wait(10):
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
     interrupter = threading.Thread(target=interrupt_once_started)
     interrupter.start()
@@ -358,3 +359,14 @@ def test_calls_arriving_during_shutdown_get_loop_stopped_error_at_once() -> None
     assert runtime().app_token_run is None
     # Once shutdown() has returned, a new loop may start again.
     assert looptoken.await_(_answer("again")) == "again"
+
+
+def test_the_loop_thread_leaves_control_signals_to_the_main_thread(
+    token: looptoken.LoopToken,
+) -> None:
+    async def blocked_here() -> set[int]:
+        return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+    blocked = looptoken.await_(blocked_here())
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
