@@ -15,16 +15,15 @@ import contextlib
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
 from django_looptoken._handback import (
     WorkItem,
     background_executor,
+    caller_state,
     enter_loop_thread,
-    restore_context,
-    restore_executor,
-    save_executor,
+    return_to_caller,
 )
 from django_looptoken._loop_run import LoopRun
 from django_looptoken.exceptions import LoopStoppedError
@@ -32,8 +31,37 @@ from django_looptoken.exceptions import LoopStoppedError
 _T = TypeVar("_T")
 
 
+class _Suspend:
+    """An awaitable that suspends once and resumes on the next ``send``."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+_FIRST_STEP = _Suspend()
+
+
 class Call(concurrent.futures.Executor, Generic[_T]):
     """Run ``coro`` on ``run``'s loop and block the calling thread for it."""
+
+    __slots__ = (
+        "_caller_left",
+        "_context",
+        "_coro",
+        "_done",
+        "_error",
+        "_mutex",
+        "_result",
+        "_run",
+        "_signalled",
+        "_started",
+        "_task",
+        "_timed_out",
+        "_timeout",
+        "_timer",
+        "_wakeup",
+        "_work",
+    )
 
     def __init__(self, run: LoopRun, coro: Coroutine[Any, Any, _T], timeout: float | None) -> None:
         self._run = run
@@ -46,7 +74,8 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         self._work: deque[WorkItem] = deque()
         self._mutex = threading.Lock()  # guards _work against the caller leaving
         self._caller_left = False
-        self._task: asyncio.Task[_T] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out = False
         self._done = False
@@ -59,7 +88,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         """Run the call; return its result or raise its exception."""
         run = self._run
         context = self._context
-        previous_executor = save_executor()
+        state = caller_state()
         if not run.register(self):
             self._coro.close()
             raise LoopStoppedError("The shared loop stopped before the call could start.")
@@ -82,8 +111,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         finally:
             run.pending.discard(self)
             # Values the coroutine set flow back to the caller, as with asgiref.
-            restore_context(context)
-            restore_executor(previous_executor)
+            return_to_caller(context, state)
         if self._error is not None:
             try:
                 raise self._error
@@ -143,13 +171,32 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         run = self._run
         run.await_calls += 1
         enter_loop_thread(self)
-        self._task = run.loop.create_task(self._coro, context=self._context)
-        self._task.add_done_callback(self._on_done)
+        drive = self._drive()
+        drive.send(None)  # to its first await: see _drive
+        self._task = run.loop.create_task(drive, context=self._context)
         if self._timeout is not None:
             self._timer = run.loop.call_later(self._timeout, self._expire)
 
+    async def _drive(self) -> None:
+        # _start runs this up to the first await before the task exists, so
+        # a cancel that lands before the task's first step is still caught
+        # here. Settling in the last step wakes the caller one loop iteration
+        # sooner than a done callback would, and costs no extra callback.
+        try:
+            await _FIRST_STEP
+            self._started = True
+            self._result = await self._coro
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # even KeyboardInterrupt: it is the caller's
+            self._error = exc
+        finally:
+            if not self._started:
+                self._coro.close()  # never awaited: close it without a warning
+            self._settle()
+
     def _expire(self) -> None:
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._done:
             self._timed_out = True
             self._task.cancel()
 
@@ -157,11 +204,13 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         if self._task is not None:
             self._task.cancel()
 
-    def _on_done(self, task: asyncio.Task[_T]) -> None:
+    def _settle(self) -> None:
+        if self._done:
+            return
         run = self._run
         if self._timer is not None:
             self._timer.cancel()
-        if task.cancelled():
+        if isinstance(self._error, asyncio.CancelledError):
             if self._timed_out:
                 run.await_timeouts += 1
                 self._error = TimeoutError(
@@ -171,26 +220,17 @@ class Call(concurrent.futures.Executor, Generic[_T]):
                 self._error = LoopStoppedError(
                     "The shared loop was shut down while this call waited."
                 )
-            else:
-                self._error = asyncio.CancelledError()
-        else:
-            self._error = task.exception()
-            if self._error is None:
-                self._result = task.result()
         if self._error is not None:
             run.await_errors += 1
-        self._finish()
-
-    def _finish(self) -> None:
-        with self._mutex:
-            self._done = True
+        self._done = True  # the loop thread also runs submit(): no race with it
         self._wake()
 
     def abort(self) -> None:
         """The loop ended for good under this call (called on the loop thread)."""
         if self._done:
             return
-        if self._task is None:
+        if not self._started:
             self._coro.close()  # never started: no "was never awaited" warning
         self._error = LoopStoppedError("The shared loop stopped while this call waited.")
-        self._finish()
+        self._done = True
+        self._wake()

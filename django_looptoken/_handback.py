@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+import asgiref.local
 from asgiref.sync import AsyncToSync
 
 try:
@@ -41,11 +42,11 @@ __all__ = [
     "BackgroundExecutor",
     "WorkItem",
     "background_executor",
+    "caller_state",
     "current_executor",
     "enter_loop_thread",
     "restore_context",
-    "restore_executor",
-    "save_executor",
+    "return_to_caller",
     "set_current_executor",
 ]
 
@@ -58,46 +59,81 @@ def current_executor() -> concurrent.futures.Executor | None:
     return getattr(AsyncToSync.executors, "current", None)
 
 
-def _find_executors_var() -> contextvars.ContextVar[Any] | None:
-    # asgiref keeps AsyncToSync.executors in one ContextVar of its own. Saving
-    # and restoring that variable directly is ~50x cheaper than going through
-    # the Local (a lock, a context manager and, when unset, an exception),
-    # which matters on await_'s hot path. Unknown layouts use the Local.
-    var = getattr(getattr(AsyncToSync.executors, "_storage", None), "_data", None)
-    return var if isinstance(var, contextvars.ContextVar) else None
-
-
-_EXECUTORS_VAR = _find_executors_var()
-_UNSET = object()
-
-
-def save_executor() -> object:
-    """Snapshot this context's executor setting, for ``restore_executor``."""
-    if _EXECUTORS_VAR is None:
-        return current_executor()
-    return _EXECUTORS_VAR.get(_UNSET)
-
-
-def restore_executor(saved: object) -> None:
-    """Put back the executor setting ``save_executor`` returned."""
-    if _EXECUTORS_VAR is None:
-        set_current_executor(saved)  # type: ignore[arg-type]
-    elif saved is _UNSET:
-        set_current_executor(None)  # explicit None: the next snapshot is cheap
-    else:
-        _EXECUTORS_VAR.set(saved)
-
-
 def set_current_executor(executor: concurrent.futures.Executor | None) -> None:
     """Make ``executor`` receive this context's thread-sensitive calls."""
     AsyncToSync.executors.current = executor
 
 
+# Moving a context between threads as asgiref does costs two Local accesses
+# per await_ (a lock, a context manager and, when unset, an exception each)
+# plus asgiref's generic copy. When asgiref's layout is the known one (its
+# Local data in thread-tagged _Storage objects, AsyncToSync.executors in one
+# ContextVar of its own), the same effect is had by touching the variables
+# directly, several times cheaper on await_'s hot path. Any other layout
+# takes the generic path through asgiref's own functions.
+_Storage: Any = getattr(asgiref.local, "_Storage", None)
+_EXECUTORS_VAR: contextvars.ContextVar[Any] | None = getattr(
+    getattr(AsyncToSync.executors, "_storage", None), "_data", None
+)
+_MISSING = object()
+
+
+def _direct_access_works() -> bool:
+    if not isinstance(_EXECUTORS_VAR, contextvars.ContextVar) or _Storage is None:
+        return False
+    marker = object()
+
+    def probe() -> bool:
+        _EXECUTORS_VAR.set(_Storage(threading.get_ident(), {"current": marker}))
+        return current_executor() is marker
+
+    return contextvars.Context().run(probe)
+
+
+_DIRECT = _direct_access_works()
+
+
+def caller_state() -> object:
+    """On the caller's thread, before the call: what ``return_to_caller`` restores."""
+    return None if _DIRECT else current_executor()
+
+
 def enter_loop_thread(executor: concurrent.futures.Executor) -> None:
-    """On the loop thread, inside a context copied from another thread:
-    adopt the caller's asgiref Local data and route thread-sensitive calls."""
-    restore_context(contextvars.copy_context())
-    set_current_executor(executor)
+    """On the loop thread, inside the context copied from the caller: make
+    asgiref's Local data visible here and route thread-sensitive calls."""
+    if not _DIRECT:
+        restore_context(contextvars.copy_context())
+        set_current_executor(executor)
+        return
+    here = threading.get_ident()
+    for var, value in contextvars.copy_context().items():
+        if type(value) is _Storage and var is not _EXECUTORS_VAR:
+            var.set(_Storage(here, value.data))
+    _EXECUTORS_VAR.set(_Storage(here, {"current": executor}))  # type: ignore[union-attr]
+
+
+def return_to_caller(context: contextvars.Context, state: object) -> None:
+    """On the caller's thread, after the call: take over what the coroutine set.
+
+    The executor routing stays the caller's own; every other variable the
+    coroutine changed is copied, asgiref's Local data re-homed to this thread.
+    """
+    if not _DIRECT:
+        restore_context(context)
+        set_current_executor(state)  # type: ignore[arg-type]
+        return
+    here = threading.get_ident()
+    for var, value in context.items():
+        if var is _EXECUTORS_VAR:
+            continue
+        current = var.get(_MISSING)
+        if current is value:
+            continue
+        if type(value) is _Storage:
+            if type(current) is _Storage and current.data is value.data:
+                continue  # only re-homed on the way in: nothing was assigned
+            value = _Storage(here, value.data)
+        var.set(value)
 
 
 class WorkItem:

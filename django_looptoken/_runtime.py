@@ -40,6 +40,11 @@ class State(str, Enum):
     STOPPING = "stopping"
 
 
+# Plain names for the members: on Python 3.11 each State.X lookup costs more
+# than the whole token count, and acquire/release run on every await_.
+STOPPED, STARTING, RUNNING, STOPPING = State
+
+
 def new_loop() -> asyncio.AbstractEventLoop:
     """Build an unstarted loop from the settings (backend, debug, executor)."""
     from django_looptoken.checks import settings_errors
@@ -70,7 +75,7 @@ class Runtime:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._state = State.STOPPED
+        self._state = STOPPED
         self._run: LoopRun | None = None
         self._next_loop: asyncio.AbstractEventLoop | None = None
         # While set, no new loop may start: shutdown() is running, or the
@@ -116,7 +121,7 @@ class Runtime:
         """
         with self._lock:
             while True:
-                if self._state is State.RUNNING:
+                if self._state is RUNNING:
                     assert self._run is not None
                     self._run.tokens += 1
                     return self._run
@@ -124,22 +129,22 @@ class Runtime:
                     raise LoopStoppedError(
                         "The shared loop is shutting down and may not start again now."
                     )
-                if self._state is State.STOPPED:
+                if self._state is STOPPED:
                     break
                 self._changed.wait()
-            self._state = State.STARTING
+            self._state = STARTING
             loop, self._next_loop = self._next_loop, None
         try:
             run = LoopRun(loop or new_loop(), on_closed=self._on_closed)
             run.start()
         except BaseException:
             with self._lock:
-                self._state = State.STOPPED
+                self._state = STOPPED
                 self._changed.notify_all()
             raise
         with self._lock:
             self._run = run
-            self._state = State.RUNNING
+            self._state = RUNNING
             run.tokens += 1
             self._changed.notify_all()
         logger.info("Shared loop started: %s (pid %d).", type(run.loop).__qualname__, os.getpid())
@@ -149,7 +154,7 @@ class Runtime:
     def acquire_if_running(self) -> LoopRun:
         """Count a token on the running loop; LoopStoppedError if none runs."""
         with self._lock:
-            if self._state is State.RUNNING:
+            if self._state is RUNNING:
                 assert self._run is not None
                 self._run.tokens += 1
                 return self._run
@@ -168,9 +173,9 @@ class Runtime:
             if run is not self._run:
                 return
             run.tokens -= 1
-            if run.tokens or self._state is not State.RUNNING:
+            if run.tokens or self._state is not RUNNING:
                 return
-            self._state = State.STOPPING
+            self._state = STOPPING
             self._changed.notify_all()
         self._stop(
             run, looptoken_settings.SHUTDOWN_TIMEOUT if stop_timeout is None else stop_timeout
@@ -192,7 +197,7 @@ class Runtime:
         with self._lock:
             if self._run is run:
                 self._run = None
-                self._state = State.STOPPED
+                self._state = STOPPED
                 self._changed.notify_all()
         logger.info("Shared loop stopped (pid %d).", os.getpid())
 
@@ -218,12 +223,12 @@ class Runtime:
                     return
                 # Drain: in-flight holders finish; the last release stops the loop.
                 self._changed.wait_for(
-                    lambda: self._run is not run or self._state is State.STOPPING,
+                    lambda: self._run is not run or self._state is STOPPING,
                     max(deadline - time.monotonic(), 0),
                 )
-                forced = self._run is run and self._state is State.RUNNING
+                forced = self._run is run and self._state is RUNNING
                 if forced:
-                    self._state = State.STOPPING
+                    self._state = STOPPING
             remaining = max(deadline - time.monotonic(), 0.0)
             if forced:
                 logger.warning(

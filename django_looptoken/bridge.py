@@ -12,7 +12,8 @@ import concurrent.futures
 import inspect
 import logging
 from collections.abc import Awaitable, Coroutine, Iterable
-from typing import Any, TypeVar
+from types import CoroutineType
+from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 
@@ -36,7 +37,11 @@ def await_(awaitable: Awaitable[_T], *, timeout: float | None = None) -> _T:
     raised. The coroutine runs in a copy of the caller's context, whose
     changes flow back; thread-sensitive sync code it calls runs in this thread.
     """
-    coro = _as_coroutine(awaitable, "await_", check_thread=True)
+    coro: Coroutine[Any, Any, _T]
+    if type(awaitable) is CoroutineType and asyncio._get_running_loop() is None:
+        coro = cast("Coroutine[Any, Any, _T]", awaitable)  # the common case, cheaply
+    else:
+        coro = _as_coroutine(awaitable, "await_", check_thread=True)
     try:
         timeout = _timeout(timeout, "await_")
         run = runtime().acquire()

@@ -18,7 +18,8 @@ from django.db import transaction
 from django.utils import translation
 
 import django_looptoken as looptoken
-from django_looptoken import signals
+from django_looptoken import _handback, signals
+from django_looptoken._call import Call
 from django_looptoken._runtime import State, runtime
 from tests.testapp.models import Item
 
@@ -31,6 +32,17 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 def token() -> Iterator[looptoken.LoopToken]:
     with looptoken.start_loop() as held:
         yield held
+
+
+@pytest.fixture(params=["direct", "generic"])
+def context_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of moving a context between threads: touching asgiref's
+    variables directly (its known layout) and going through its Local API."""
+    if request.param == "generic":
+        monkeypatch.setattr(_handback, "_DIRECT", False)
+    else:
+        assert _handback._DIRECT, "the installed asgiref should allow the direct path"
+    return str(request.param)
 
 
 async def _answer(value: Any) -> Any:
@@ -118,7 +130,7 @@ def test_default_timeout_applies(looptoken_settings: Any, token: looptoken.LoopT
     assert looptoken.await_(asyncio.sleep(0.1, result="ok"), timeout=5) == "ok"
 
 
-def test_context_flows_in_and_back_out(token: looptoken.LoopToken) -> None:
+def test_context_flows_in_and_back_out(token: looptoken.LoopToken, context_path: str) -> None:
     request_id.set("abc")
 
     async def inside() -> str:
@@ -130,7 +142,9 @@ def test_context_flows_in_and_back_out(token: looptoken.LoopToken) -> None:
     assert request_id.get() == "def"
 
 
-def test_the_coroutine_gets_a_copy_of_the_context(token: looptoken.LoopToken) -> None:
+def test_the_coroutine_gets_a_copy_of_the_context(
+    token: looptoken.LoopToken, context_path: str
+) -> None:
     """Other threads' calls do not see this thread's values."""
     request_id.set("mine")
     seen: list[str] = []
@@ -148,7 +162,9 @@ async def _read_request_id() -> str:
     return request_id.get("unset")
 
 
-def test_asgiref_local_values_flow_both_ways(token: looptoken.LoopToken) -> None:
+def test_asgiref_local_values_flow_both_ways(
+    token: looptoken.LoopToken, context_path: str
+) -> None:
     """Django keeps the active language in an asgiref Local, as async_to_sync sees it."""
 
     async def inside() -> str:
@@ -161,7 +177,9 @@ def test_asgiref_local_values_flow_both_ways(token: looptoken.LoopToken) -> None
         assert translation.get_language() == "de"
 
 
-def test_thread_sensitive_code_runs_in_the_waiting_thread(token: looptoken.LoopToken) -> None:
+def test_thread_sensitive_code_runs_in_the_waiting_thread(
+    token: looptoken.LoopToken, context_path: str
+) -> None:
     async def inside() -> int:
         return await sync_to_async(threading.get_ident)()
 
@@ -196,7 +214,9 @@ def test_concurrent_callers_do_not_serialize_their_sync_calls(token: looptoken.L
     assert sorted(results) == [0, 1]
 
 
-def test_nested_await_from_thread_sensitive_code(token: looptoken.LoopToken) -> None:
+def test_nested_await_from_thread_sensitive_code(
+    token: looptoken.LoopToken, context_path: str
+) -> None:
     async def inner() -> int:
         return await sync_to_async(threading.get_ident)()
 
@@ -211,7 +231,7 @@ def test_nested_await_from_thread_sensitive_code(token: looptoken.LoopToken) -> 
 
 @pytest.mark.django_db
 def test_orm_calls_share_the_callers_connection_and_transaction(
-    token: looptoken.LoopToken,
+    token: looptoken.LoopToken, context_path: str
 ) -> None:
     """The test database is SQLite in memory: another thread's connection would
     not even see the table, let alone the uncommitted row."""
@@ -370,3 +390,21 @@ def test_the_loop_thread_leaves_control_signals_to_the_main_thread(
     blocked = looptoken.await_(blocked_here())
     assert {signal.SIGINT, signal.SIGTERM} <= blocked
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_a_cancel_before_the_tasks_first_step_still_reaches_the_caller(
+    token: looptoken.LoopToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code that cancels every task can hit a call's task before it ran at all."""
+    start = Call._start
+
+    def start_then_cancel(self: Call[Any]) -> None:
+        start(self)
+        assert self._task is not None
+        self._task.cancel()  # as a cancel-all in the same loop iteration would
+
+    monkeypatch.setattr(Call, "_start", start_then_cancel)
+    coro = _answer(1)
+    with pytest.raises(asyncio.CancelledError):
+        looptoken.await_(coro, timeout=10)
+    assert coro.cr_frame is None  # closed, so no "never awaited" warning
