@@ -151,12 +151,11 @@ class Runtime:
         run.loop.call_soon_threadsafe(_shutdown.send_signal, signals.loop_started, run.loop)
         return run
 
-    def acquire_if_running(self) -> LoopRun:
-        """Count a token on the running loop; LoopStoppedError if none runs."""
+    def running_run(self) -> LoopRun:
+        """The running loop's life, without counting a token; LoopStoppedError if none."""
         with self._lock:
             if self._state is RUNNING:
                 assert self._run is not None
-                self._run.tokens += 1
                 return self._run
         raise LoopStoppedError(
             "The shared loop is not running, so nothing would keep this work alive: "

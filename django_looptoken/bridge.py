@@ -145,15 +145,15 @@ class _Spawn:
 
     def start(self) -> None:
         run = self.run
-        try:
-            run.pending.discard(self)
-            self.started = True
-            enter_loop_thread(background_executor)
-            task = run.loop.create_task(self.coro)
-            run.background.add(task)
-            task.add_done_callback(self._on_done)
-        finally:
-            runtime().release(run)
+        run.pending.discard(self)
+        if run.stopping:  # spawned as the loop began to stop: never runs
+            self.abort()
+            return
+        self.started = True
+        enter_loop_thread(background_executor)
+        task = run.loop.create_task(self.coro)
+        run.background.add(task)
+        task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         self.run.background.discard(task)
@@ -165,7 +165,9 @@ class _Spawn:
             self.future.set_result(task.result())
 
     def abort(self) -> None:
+        """The loop stopped before the task could start: cancel its future."""
         if not self.started:
+            self.started = True
             self.coro.close()
             self.future.cancel()
 
@@ -179,22 +181,22 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
     """
     coro = _as_coroutine(awaitable, "spawn", check_thread=False)
     try:
-        run = runtime().acquire_if_running()
+        run = runtime().running_run()
     except BaseException:
         coro.close()
         raise
     future: _SpawnedFuture[_T] = _SpawnedFuture()
     spawned = _Spawn(run, coro, future)
-    try:
-        if not run.register(spawned):
-            raise LoopStoppedError("The shared loop stopped before the task could start.")
-        run.loop.call_soon_threadsafe(spawned.start)
-    except (RuntimeError, LoopStoppedError):
-        run.pending.discard(spawned)
-        coro.close()
-        runtime().release(run)
-        raise LoopStoppedError("The shared loop stopped before the task could start.") from None
-    return future
+    # No token is held for the task (shutdown cancels it, it does not wait for
+    # it); if the loop stops before the task starts, abort() cancels the future.
+    if run.register(spawned):
+        try:
+            run.loop.call_soon_threadsafe(spawned.start)
+            return future
+        except RuntimeError:  # the loop closed in between
+            run.pending.discard(spawned)
+    coro.close()
+    raise LoopStoppedError("The shared loop stopped before the task could start.")
 
 
 def shutdown_waits_for(awaitable: Awaitable[_T]) -> Awaitable[_T]:
