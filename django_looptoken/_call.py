@@ -87,14 +87,13 @@ class Call(concurrent.futures.Executor, Generic[_T]):
     def wait(self) -> _T:
         """Run the call; return its result or raise its exception."""
         run = self._run
-        context = self._context
         state = caller_state()
         if not run.register(self):
             self._coro.close()
             raise LoopStoppedError("The shared loop stopped before the call could start.")
         try:
             try:
-                run.loop.call_soon_threadsafe(self._start, context=context)
+                run.loop.call_soon_threadsafe(self._start, context=self._context)
             except RuntimeError:
                 self._coro.close()
                 raise LoopStoppedError(
@@ -111,7 +110,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         finally:
             run.pending.discard(self)
             # Values the coroutine set flow back to the caller, as with asgiref.
-            return_to_caller(context, state)
+            return_to_caller(self._context, state)
         if self._error is not None:
             try:
                 raise self._error
@@ -166,14 +165,14 @@ class Call(concurrent.futures.Executor, Generic[_T]):
             self._wakeup.release()
 
     def _start(self) -> None:
-        # Runs inside the call's context; the task keeps running in that same
-        # context object, so the caller can read back what it changed.
+        # Runs inside the call's context, which the task copies; _drive hands
+        # the final copy back so the caller can take over what changed.
         run = self._run
         run.await_calls += 1
         enter_loop_thread(self)
         drive = self._drive()
         drive.send(None)  # to its first await: see _drive
-        self._task = run.loop.create_task(drive, context=self._context)
+        self._task = run.loop.create_task(drive)
         if self._timeout is not None:
             self._timer = run.loop.call_later(self._timeout, self._expire)
 
@@ -193,6 +192,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         finally:
             if not self._started:
                 self._coro.close()  # never awaited: close it without a warning
+            self._context = contextvars.copy_context()
             self._settle()
 
     def _expire(self) -> None:
