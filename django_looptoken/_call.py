@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import threading
 from collections import deque
@@ -50,7 +49,6 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         "_coro",
         "_done",
         "_error",
-        "_mutex",
         "_result",
         "_run",
         "_signalled",
@@ -72,7 +70,6 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         self._wakeup.acquire()
         self._signalled = False
         self._work: deque[WorkItem] = deque()
-        self._mutex = threading.Lock()  # guards _work against the caller leaving
         self._caller_left = False
         self._task: asyncio.Task[None] | None = None
         self._started = False
@@ -128,16 +125,20 @@ class Call(concurrent.futures.Executor, Generic[_T]):
                 return
 
     def _leave(self) -> None:
-        # Cancel the task, and send the sync work it still hands back to the
-        # background thread, since nobody will run it here any more.
-        with self._mutex:
-            self._caller_left = True
-            stranded = list(self._work)
-            self._work.clear()
-        for item in stranded:
-            background_executor.run_item(item)
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
-            self._run.loop.call_soon_threadsafe(self._cancel)
+        # Nobody will run handed-back work here any more. submit() runs on the
+        # loop thread, so the loop thread also moves what is queued to the
+        # background thread (no lock needed), then cancels the task.
+        self._caller_left = True
+        try:
+            self._run.loop.call_soon_threadsafe(self._abandon)
+        except RuntimeError:  # the loop is closed: nothing can submit any more
+            self._abandon()
+
+    def _abandon(self) -> None:
+        while self._work:
+            background_executor.run_item(self._work.popleft())
+        if self._task is not None:
+            self._task.cancel()
 
     # -- the loop's thread -------------------------------------------------------
 
@@ -147,11 +148,8 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         """Queue thread-sensitive sync work for the waiting caller's thread."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         item = WorkItem(future, fn, args, kwargs)
-        with self._mutex:
-            here = not (self._caller_left or self._done)
-            if here:
-                self._work.append(item)
-        if here:
+        if not (self._caller_left or self._done):
+            self._work.append(item)
             self._wake()
         else:
             # A task that outlived its caller (it was spawned from the call,
@@ -198,10 +196,6 @@ class Call(concurrent.futures.Executor, Generic[_T]):
     def _expire(self) -> None:
         if self._task is not None and not self._done:
             self._timed_out = True
-            self._task.cancel()
-
-    def _cancel(self) -> None:
-        if self._task is not None:
             self._task.cancel()
 
     def _settle(self) -> None:

@@ -43,7 +43,10 @@ def await_(awaitable: Awaitable[_T], *, timeout: float | None = None) -> _T:
     else:
         coro = _as_coroutine(awaitable, "await_", check_thread=True)
     try:
-        timeout = _timeout(timeout, "await_")
+        if timeout is None:
+            timeout = looptoken_settings.DEFAULT_TIMEOUT
+        else:
+            timeout = _timeout(timeout, "await_")
         run = runtime().acquire()
     except BaseException:
         coro.close()
