@@ -35,7 +35,13 @@ def begin(run: LoopRun, timeout: float) -> None:
         return
     run.stopping = True
     task = run.loop.create_task(_sequence(run, timeout), name="looptoken-shutdown")
-    task.add_done_callback(lambda _: run.loop.stop())
+    task.add_done_callback(_stop_loop)
+
+
+def _stop_loop(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("The shutdown sequence failed.", exc_info=task.exception())
+    task.get_loop().stop()
 
 
 def send_signal(signal: Signal, loop: asyncio.AbstractEventLoop) -> None:

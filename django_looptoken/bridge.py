@@ -47,6 +47,15 @@ def await_(awaitable: Awaitable[_T], *, timeout: float | None = None) -> _T:
             timeout = looptoken_settings.DEFAULT_TIMEOUT
         else:
             timeout = _timeout(timeout, "await_")
+    except BaseException:
+        coro.close()
+        raise
+    return _block_on(coro, timeout)
+
+
+def _block_on(coro: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
+    """Hold a token, run ``coro`` as one call, release the token."""
+    try:
         run = runtime().acquire()
     except BaseException:
         coro.close()
@@ -84,7 +93,8 @@ def await_multiple(
         raise
     if not coros:
         return []
-    return await_(_gather_outcomes(coros, timeout))
+    # The timeout applies per awaitable inside, not to the call as a whole.
+    return _block_on(_gather_outcomes(coros, timeout), None)
 
 
 async def _gather_outcomes(

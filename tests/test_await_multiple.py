@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -70,6 +71,14 @@ def test_timeout_cancels_the_unfinished_ones() -> None:
     assert late[0] is False
     assert isinstance(late[1], TimeoutError)
     assert cancelled.is_set()
+
+
+def test_default_timeout_reports_the_late_ones_instead_of_raising(settings: Any) -> None:
+    settings.LOOPTOKEN = {**settings.LOOPTOKEN, "DEFAULT_TIMEOUT": 0.05}
+    fast, late = looptoken.await_multiple([asyncio.sleep(0, "done"), asyncio.sleep(60)])
+    assert fast == (True, "done")
+    assert late[0] is False
+    assert isinstance(late[1], TimeoutError)
 
 
 def test_empty_iterable_returns_an_empty_list() -> None:
