@@ -6,6 +6,8 @@ Layout (every public name is re-exported here):
   ``release_loop``, ``LoopToken``, ``get_loop``, ``shutdown``.
 * ``bridge``: running coroutines from sync code: ``await_``,
   ``await_multiple``, ``spawn``, ``shutdown_waits_for``.
+* ``resources``: ``loop_resource`` and ``LoopResource``, per-loop objects.
+* ``decorators``: ``runs_async``; ``middleware``: ``LoopTokenMiddleware``.
 * ``exceptions``: ``LoopStoppedError``.
 * ``signals``: ``loop_started``, ``loop_stopping``, ``loop_stopped``.
 * ``conf`` and ``checks``: the ``LOOPTOKEN`` setting and its system checks.
@@ -14,16 +16,21 @@ Layout (every public name is re-exported here):
 """
 
 from django_looptoken.bridge import await_, await_multiple, shutdown_waits_for, spawn
+from django_looptoken.decorators import runs_async
 from django_looptoken.exceptions import LoopStoppedError
+from django_looptoken.resources import LoopResource, loop_resource
 from django_looptoken.tokens import LoopToken, get_loop, release_loop, shutdown, start_loop
 
 __all__ = [
+    "LoopResource",
     "LoopStoppedError",
     "LoopToken",
     "await_",
     "await_multiple",
     "get_loop",
+    "loop_resource",
     "release_loop",
+    "runs_async",
     "shutdown",
     "shutdown_waits_for",
     "spawn",

@@ -57,6 +57,8 @@ class LoopRun:
         # Tasks wrapped in shutdown_waits_for(), and spawned tasks (strong refs).
         self.protected: set[asyncio.Future[Any]] = set()
         self.background: set[asyncio.Future[Any]] = set()
+        # loop_resource instances made on this loop, in creation order.
+        self.resources: dict[object, Any] = {}
         self.await_calls = 0
         self.await_errors = 0
         self.await_timeouts = 0

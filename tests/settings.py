@@ -9,6 +9,7 @@ USE_TZ = True
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
     "django_looptoken",
     "tests.testapp",
 ]
@@ -22,3 +23,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 # Tests start and stop the loop themselves; test_apps covers AUTOSTART.
 LOOPTOKEN = {"AUTOSTART": False}
 LOGGING_CONFIG = None
+ROOT_URLCONF = "tests.urls"
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_looptoken.middleware.LoopTokenMiddleware",
+]
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import django_looptoken as looptoken
 
 PUBLIC = {
+    "LoopResource",
     "LoopStoppedError",
     "LoopToken",
     "await_",
     "await_multiple",
     "get_loop",
+    "loop_resource",
     "release_loop",
+    "runs_async",
     "shutdown",
     "shutdown_waits_for",
     "spawn",

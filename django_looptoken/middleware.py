@@ -1,0 +1,40 @@
+"""``LoopTokenMiddleware``: a loop token for each request, until its response closes.
+
+Shutdown drains tokens, so a request that holds one finishes on a running
+loop. The token is released when the WSGI server closes the response: for a
+``StreamingHttpResponse`` that is after the stream is exhausted or closed,
+not when the view returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+from django_looptoken.tokens import start_loop
+
+
+class LoopTokenMiddleware:
+    """Holds ``request.looptoken`` from the request's start to its response's close."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        """Take a token, run the view, release the token when the response closes."""
+        token = start_loop()
+        request.looptoken = token  # type: ignore[attr-defined]
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            token.release()
+            raise
+        # Django calls each of these from response.close(), which the WSGI
+        # server (and the test client) calls once the body has been sent.
+        response._resource_closers.append(token.release)  # type: ignore[attr-defined]
+        return response

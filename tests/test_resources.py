@@ -1,0 +1,182 @@
+"""loop_resource: one lazily made object per life of the shared loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+import httpx
+import pytest
+from aiohttp import web
+
+import django_looptoken as looptoken
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+class Pool:
+    """Stands for a connection pool bound to the loop it was made on."""
+
+    made: ClassVar[list[Pool]] = []
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        Pool.made.append(self)
+
+    async def aclose(self) -> None:
+        assert asyncio.get_running_loop() is self.loop
+        self.closed = True
+
+
+@pytest.fixture(autouse=True)
+def fresh_pools() -> None:
+    Pool.made.clear()
+
+
+def test_one_instance_per_loop_reused_across_calls_and_closed_at_shutdown() -> None:
+    pool = looptoken.loop_resource(Pool, close="aclose")
+
+    async def use() -> Pool:
+        return pool.get()
+
+    with looptoken.start_loop():
+        first = looptoken.await_(use())
+        assert looptoken.await_(use()) is first
+        assert first.loop is looptoken.get_loop()
+        assert not first.closed
+    assert first.closed
+    assert Pool.made == [first]
+
+
+def test_a_fresh_instance_after_a_loop_restart() -> None:
+    pool = looptoken.loop_resource(Pool, close="aclose")
+
+    async def use() -> Pool:
+        return pool.get()
+
+    with looptoken.start_loop():
+        first = looptoken.await_(use())
+    with looptoken.start_loop():
+        second = looptoken.await_(use())
+        assert second is not first
+        assert second.loop is not first.loop
+    assert second.closed
+
+
+def test_close_can_be_a_callable_sync_or_async() -> None:
+    closed: list[str] = []
+
+    def close_sync(instance: Pool) -> None:
+        closed.append("sync")
+
+    async def close_async(instance: Pool) -> None:
+        await asyncio.sleep(0)
+        closed.append("async")
+
+    sync_resource = looptoken.loop_resource(Pool, close=close_sync)
+    async_resource = looptoken.loop_resource(Pool, close=close_async)
+
+    async def use() -> None:
+        sync_resource.get()
+        async_resource.get()
+
+    with looptoken.start_loop():
+        looptoken.await_(use())
+    assert closed == ["async", "sync"]  # newest first
+
+
+def test_a_failing_close_is_logged_and_the_others_still_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(instance: Pool) -> None:
+        raise OSError("close failed")
+
+    good = looptoken.loop_resource(Pool, close="aclose")
+    bad = looptoken.loop_resource(Pool, close=broken)
+
+    async def use() -> Pool:
+        bad.get()
+        return good.get()
+
+    with caplog.at_level(logging.ERROR, logger="django_looptoken"), looptoken.start_loop():
+        instance = looptoken.await_(use())
+    assert instance.closed
+    assert any("Closing <LoopResource of Pool> failed" in r.getMessage() for r in caplog.records)
+
+
+def test_get_outside_the_shared_loop_is_a_clear_error() -> None:
+    pool = looptoken.loop_resource(Pool)
+    with pytest.raises(RuntimeError, match=r"inside a coroutine running on the shared loop"):
+        pool.get()
+
+    async def elsewhere() -> None:
+        pool.get()
+
+    with pytest.raises(RuntimeError, match="shared loop"):
+        asyncio.run(elsewhere())
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="callable factory"):
+        looptoken.loop_resource(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="method name"):
+        looptoken.loop_resource(Pool, close=42)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, list[int]]]:
+    """A real aiohttp server on 127.0.0.1 in its own thread and loop; it records
+    the client port of every request (one port per TCP connection)."""
+    ports: list[int] = []
+    ready: concurrent.futures.Future[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]]
+    ready = concurrent.futures.Future()
+
+    async def hello(request: web.Request) -> web.Response:
+        ports.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.Response(text="hi")
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_get("/", hello)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        stop = asyncio.Event()
+        ready.set_result((f"http://127.0.0.1:{port}/", asyncio.get_running_loop(), stop))
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="upstream")
+    thread.start()
+    url, loop, stop = ready.result(timeout=10)
+    try:
+        yield url, ports
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_a_shared_httpx_client_reuses_its_connection_across_calls(
+    upstream: tuple[str, list[int]],
+) -> None:
+    url, ports = upstream
+    http = looptoken.loop_resource(httpx.AsyncClient, close="aclose")
+
+    async def fetch() -> str:
+        response = await http.get().get(url)
+        return response.text
+
+    with looptoken.start_loop():
+        assert [looptoken.await_(fetch()) for _ in range(5)] == ["hi"] * 5
+    assert len(ports) == 5
+    assert len(set(ports)) == 1  # one TCP connection for all five calls

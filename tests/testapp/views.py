@@ -1,0 +1,117 @@
+"""Views for the request-integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views import View
+from django.views.decorators.cache import cache_page
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+import django_looptoken as looptoken
+from django_looptoken._runtime import runtime
+from tests.testapp.models import Item
+
+# Set by the timeout view's coroutine when it is cancelled.
+cancelled = threading.Event()
+
+
+def _tokens() -> int:
+    run = runtime().current_run
+    return 0 if run is None else run.tokens
+
+
+def token_count(request: HttpRequest) -> JsonResponse:
+    """What the middleware gave this request."""
+    token = getattr(request, "looptoken", None)
+    return JsonResponse({"held": bool(token and token.held), "tokens": _tokens()})
+
+
+def streaming(request: HttpRequest) -> StreamingHttpResponse:
+    """A stream whose chunks report the token count while it is sent."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(3):
+            yield f"{_tokens()}\n".encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+@looptoken.runs_async
+async def async_function(request: HttpRequest) -> JsonResponse:
+    """An async def view run on the shared loop, with the ORM in the request thread."""
+    orm_thread = await sync_to_async(threading.get_ident)()
+    count = await Item.objects.acount()
+    return JsonResponse(
+        {
+            "on_shared_loop": asyncio.get_running_loop() is looptoken.get_loop(),
+            "orm_thread": orm_thread,
+            "count": count,
+        }
+    )
+
+
+class AsyncClassView(View):
+    """An async class-based view."""
+
+    async def get(self, request: HttpRequest) -> HttpResponse:
+        await asyncio.sleep(0)
+        return HttpResponse(
+            f"class view on shared loop: {asyncio.get_running_loop() is looptoken.get_loop()}"
+        )
+
+
+async_class = looptoken.runs_async(AsyncClassView.as_view())
+
+
+@looptoken.runs_async(timeout=0.05)
+async def too_slow(request: HttpRequest) -> HttpResponse:
+    """Times out: the coroutine is cancelled on the loop."""
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    return HttpResponse("never")
+
+
+@looptoken.runs_async
+async def failing(request: HttpRequest) -> HttpResponse:
+    """Raises from inside the coroutine."""
+    await asyncio.sleep(0)
+    raise LookupError("raised in the coroutine")
+
+
+@csrf_exempt
+@require_POST
+@looptoken.runs_async
+async def post_only(request: HttpRequest) -> HttpResponse:
+    """Stacked under Django's own decorators."""
+    await asyncio.sleep(0)
+    return HttpResponse(f"posted {request.POST['name']}")
+
+
+@login_required
+@looptoken.runs_async
+async def members_only(request: HttpRequest) -> HttpResponse:
+    """Behind login_required."""
+    await asyncio.sleep(0)
+    return HttpResponse(f"hello {request.user.get_username()}")
+
+
+calls = {"cached": 0}
+
+
+@cache_page(60)
+@looptoken.runs_async
+async def cached(request: HttpRequest) -> HttpResponse:
+    """Behind cache_page: the coroutine runs once."""
+    calls["cached"] += 1
+    await asyncio.sleep(0)
+    return HttpResponse(f"computed {calls['cached']} time(s)")

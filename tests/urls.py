@@ -1,0 +1,17 @@
+"""URLs for the request-integration tests."""
+
+from django.urls import path
+
+from tests.testapp import views
+
+urlpatterns = [
+    path("tokens/", views.token_count),
+    path("streaming/", views.streaming),
+    path("async-function/", views.async_function),
+    path("async-class/", views.async_class),
+    path("too-slow/", views.too_slow),
+    path("failing/", views.failing),
+    path("post-only/", views.post_only),
+    path("members-only/", views.members_only),
+    path("cached/", views.cached),
+]
