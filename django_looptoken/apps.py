@@ -15,7 +15,7 @@ class LoopTokenConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the checks; start the loop unless the settings forbid it."""
-        from django_looptoken import checks
+        from django_looptoken import _async_views, checks  # noqa: F401 - connects its receiver
         from django_looptoken._runtime import runtime
         from django_looptoken.conf import looptoken_settings
 

@@ -162,6 +162,19 @@ def settings_warnings() -> list[CheckMessage]:
                 id="looptoken.W002",
             )
         )
+    if conf.ASYNC_VIEWS:
+        from django_looptoken._async_views import hook_works
+
+        if not hook_works():
+            warnings.append(
+                Warning(
+                    "ASYNC_VIEWS is on, but this asgiref version does not let async views "
+                    "run on the shared loop; they run on a new loop per request.",
+                    hint="Pin asgiref to a version django-looptoken supports, or set "
+                    'LOOPTOKEN["ASYNC_VIEWS"] = False to silence this.',
+                    id="looptoken.W003",
+                )
+            )
     return warnings
 
 

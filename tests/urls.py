@@ -14,4 +14,7 @@ urlpatterns = [
     path("post-only/", views.post_only),
     path("members-only/", views.members_only),
     path("cached/", views.cached),
+    path("plain-async/", views.plain_async),
+    path("plain-async-class/", views.PlainAsyncClassView.as_view()),
+    path("create-then-fail/", views.create_then_fail),
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views import View
@@ -115,3 +116,46 @@ async def cached(request: HttpRequest) -> HttpResponse:
     calls["cached"] += 1
     await asyncio.sleep(0)
     return HttpResponse(f"computed {calls['cached']} time(s)")
+
+
+async def plain_async(request: HttpRequest) -> JsonResponse:
+    """A plain async def view: Django runs it through async_to_sync under WSGI."""
+    orm_thread = await sync_to_async(threading.get_ident)()
+    return JsonResponse(
+        {
+            "on_shared_loop": asyncio.get_running_loop() is looptoken.get_loop(),
+            "orm_thread": orm_thread,
+        }
+    )
+
+
+class PlainAsyncClassView(View):
+    """An async class-based view without any decorator."""
+
+    async def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"on_shared_loop": asyncio.get_running_loop() is looptoken.get_loop()})
+
+
+@looptoken.runs_async
+async def create_then_fail(request: HttpRequest) -> HttpResponse:
+    """Creates a row, then fails: ATOMIC_REQUESTS must roll the row back."""
+    await Item.objects.acreate(name="rolled back")
+    raise ValueError("after the insert")
+
+
+class AsyncOnlyMiddleware:
+    """Async-only middleware: Django adapts it with async_to_sync under WSGI."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)  # as Django's docs ask of async middleware classes
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        response: HttpResponse = await self.get_response(request)
+        response["X-Middleware-On-Shared-Loop"] = str(
+            asyncio.get_running_loop() is looptoken.get_loop()
+        )
+        return response

@@ -1,0 +1,102 @@
+"""ASYNC_VIEWS: Django's own async views under WSGI run on the shared loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import SyncToAsync
+from django.core.checks import run_checks
+from django.test import AsyncClient, Client
+
+from django_looptoken import _async_views
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+ASYNC_MIDDLEWARE = "tests.testapp.views.AsyncOnlyMiddleware"
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe() -> Iterator[None]:
+    """Each test probes asgiref afresh and leaves no loop noted in this thread."""
+    _async_views.hook_works.cache_clear()
+    yield
+    _async_views.hook_works.cache_clear()
+    if hasattr(SyncToAsync.threadlocal, "main_event_loop"):
+        del SyncToAsync.threadlocal.main_event_loop
+
+
+def test_a_plain_async_view_runs_on_the_shared_loop(settings: Any) -> None:
+    data = Client().get("/plain-async/").json()
+    assert data == {"on_shared_loop": True, "orm_thread": threading.get_ident()}
+
+
+def test_an_async_class_based_view_runs_on_the_shared_loop() -> None:
+    assert Client().get("/plain-async-class/").json() == {"on_shared_loop": True}
+
+
+def test_async_only_middleware_runs_on_the_shared_loop(settings: Any) -> None:
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, ASYNC_MIDDLEWARE]
+    response = Client().get("/tokens/")
+    assert response["X-Middleware-On-Shared-Loop"] == "True"
+
+
+def test_with_async_views_off_django_uses_a_loop_of_its_own(
+    looptoken_settings: Any, settings: Any
+) -> None:
+    looptoken_settings(ASYNC_VIEWS=False)
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, ASYNC_MIDDLEWARE]
+    response = Client().get("/plain-async/")
+    assert response.json()["on_shared_loop"] is False
+    assert response["X-Middleware-On-Shared-Loop"] == "False"
+    # asgiref's own hand-back still brings the ORM to the request thread.
+    assert response.json()["orm_thread"] == threading.get_ident()
+
+
+def test_under_asgi_nothing_changes() -> None:
+    async def request() -> Any:
+        response = await AsyncClient().get("/plain-async/")
+        return response.json()
+
+    assert asyncio.run(request())["on_shared_loop"] is False
+
+
+def test_exceptions_reach_django_as_without_the_app() -> None:
+    client = Client(raise_request_exception=False)
+    response = client.get("/failing/")
+    assert response.status_code == 500
+    assert isinstance(response.exc_info[1], LookupError)  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_atomic_requests_roll_back_the_async_orm_calls_of_a_runs_async_view(
+    settings: Any,
+) -> None:
+    settings.DATABASES["default"]["ATOMIC_REQUESTS"] = True
+    try:
+        with pytest.raises(ValueError, match="after the insert"):
+            Client().get("/create-then-fail/")
+    finally:
+        settings.DATABASES["default"]["ATOMIC_REQUESTS"] = False
+    assert not Item.objects.filter(name="rolled back").exists()
+
+
+def test_if_asgiref_stops_allowing_it_django_behaves_as_without_the_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Simulate an asgiref whose async_to_sync ignores the noted loop."""
+    monkeypatch.setattr(SyncToAsync, "threadlocal", _IgnoresWrites())
+    warnings = [m for m in run_checks() if m.id == "looptoken.W003"]
+    assert len(warnings) == 1
+    response = Client().get("/plain-async/")
+    assert response.status_code == 200
+    assert response.json()["on_shared_loop"] is False
+
+
+class _IgnoresWrites(threading.local):
+    def __setattr__(self, name: str, value: object) -> None:
+        pass
