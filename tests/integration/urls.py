@@ -1,0 +1,12 @@
+"""URLs for the real-server tests."""
+
+from django.urls import path
+
+from tests.integration import views
+from tests.urls import urlpatterns as test_urlpatterns
+
+urlpatterns = [
+    *test_urlpatterns,
+    path("where/plain/", views.plain_async),
+    path("where/decorated/", views.decorated),
+]
