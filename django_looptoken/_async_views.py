@@ -41,11 +41,17 @@ def route_to_shared_loop() -> None:
 
 
 def stop_routing() -> None:
-    """Undo ``route_to_shared_loop`` in this thread if it pointed at a shared loop."""
-    if getattr(SyncToAsync.threadlocal, "main_event_loop", None) is not None:
-        run = runtime().current_run
-        if run is None or SyncToAsync.threadlocal.main_event_loop is run.loop:
-            del SyncToAsync.threadlocal.main_event_loop
+    """Undo ``route_to_shared_loop`` in this thread (ASYNC_VIEWS turned off).
+
+    Only a shared loop, or a closed loop, is forgotten: a loop asgiref noted
+    itself for a running ``sync_to_async`` call stays.
+    """
+    noted = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if noted is None:
+        return
+    run = runtime().current_run
+    if (run is not None and noted is run.loop) or noted.is_closed():
+        del SyncToAsync.threadlocal.main_event_loop
 
 
 @functools.cache

@@ -136,6 +136,8 @@ def test_a_stop_racing_a_start_never_hands_out_a_token_on_a_closing_loop() -> No
         result: list[looptoken.LoopToken] = []
         starter = threading.Thread(target=lambda: result.append(looptoken.start_loop()))
         starter.start()
+        # A negative check: it cannot fail spuriously, and a start_loop() that
+        # wrongly returned a token on the stopping loop would have done so by now.
         starter.join(0.2)
         assert starter.is_alive(), "start_loop() returned while the loop was stopping"
         proceed.set()
