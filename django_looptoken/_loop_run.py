@@ -36,7 +36,7 @@ class LoopRun:
 
     Token counts and state transitions belong to the runtime (and its lock);
     this object owns the thread, the registries the shutdown sequence reads,
-    and the counters ``status()`` reports. Registries and counters are only
+    and the call counters kept for status reporting. Registries and counters are only
     touched on the loop thread, except ``pending`` (see ``register``).
     """
 
@@ -47,7 +47,6 @@ class LoopRun:
         self.tokens = 0
         self.stopping = False
         self.finished = False
-        self.closed = threading.Event()
         self.started_at = time.monotonic()
         self.thread: threading.Thread | None = None
         self.thread_id: int | None = None
@@ -84,7 +83,7 @@ class LoopRun:
         """Track ``item`` until it is discarded; False if the loop already ended.
 
         Called from any thread: the add happens before the ``finished`` check
-        here, and ``finish()`` sets ``finished`` before copying the set, so an
+        here, and ``_finish()`` sets ``finished`` before copying the set, so an
         item is either aborted by ``finish()`` or told here that it is too late.
         """
         self.pending.add(item)
@@ -124,20 +123,18 @@ class LoopRun:
         for item in list(self.pending):
             item.abort()
         self.pending.clear()
-        self.closed.set()
         self._on_closed(self)
 
-    def wait_closed(self, timeout: float) -> bool:
-        """Wait (not on the loop thread) until the loop closed; False on timeout."""
+    def wait_closed(self, timeout: float) -> None:
+        """Wait until the loop thread has closed the loop; on the loop thread
+        itself return at once (it cannot wait for its own stop)."""
         if self.on_loop_thread():
-            return self.closed.is_set()
+            return
         assert self.thread is not None
         self.thread.join(timeout + STOP_GRACE_SECONDS)
         if self.thread.is_alive():
             logger.error(
                 "The shared loop did not stop within %.1f s; its thread is left behind. "
-                "Something is blocking it (see the watchdog's stack in the log).",
+                "Something on it does not return (a blocking call in a coroutine?).",
                 timeout + STOP_GRACE_SECONDS,
             )
-            return False
-        return True

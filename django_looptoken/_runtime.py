@@ -22,7 +22,7 @@ from enum import Enum
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from django_looptoken import _shutdown, signals
+from django_looptoken import _shutdown
 from django_looptoken._backends import resolve_loop_factory
 from django_looptoken._loop_run import LoopRun
 from django_looptoken.conf import looptoken_settings
@@ -148,7 +148,7 @@ class Runtime:
             run.tokens += 1
             self._changed.notify_all()
         logger.info("Shared loop started: %s (pid %d).", type(run.loop).__qualname__, os.getpid())
-        run.loop.call_soon_threadsafe(_shutdown.send_signal, signals.loop_started, run.loop)
+        run.loop.call_soon_threadsafe(_shutdown.send_signal, "loop_started", run.loop)
         return run
 
     def running_run(self) -> LoopRun:

@@ -44,28 +44,19 @@ def _stop_loop(task: asyncio.Task[None]) -> None:
     task.get_loop().stop()
 
 
-def send_signal(signal: Signal, loop: asyncio.AbstractEventLoop) -> None:
-    """Send a loop signal, logging receivers that fail instead of raising."""
+def send_signal(name: str, loop: asyncio.AbstractEventLoop) -> None:
+    """Send the loop signal ``name``, logging receivers that fail instead of raising."""
+    signal: Signal = getattr(signals, name)
     for receiver, result in signal.send_robust(sender=type(loop), loop=loop):
         if isinstance(result, Exception):
-            logger.error(
-                "A %s receiver failed: %r", signal_name(signal), receiver, exc_info=result
-            )
-
-
-def signal_name(signal: Signal) -> str:
-    """The name a loop signal has in ``django_looptoken.signals``."""
-    for name in ("loop_started", "loop_stopping", "loop_stopped"):
-        if getattr(signals, name) is signal:
-            return name
-    return repr(signal)
+            logger.error("A %s receiver failed: %r", name, receiver, exc_info=result)
 
 
 async def _sequence(run: LoopRun, timeout: float) -> None:
     loop = run.loop
     deadline = loop.time() + timeout
     try:
-        send_signal(signals.loop_stopping, loop)
+        send_signal("loop_stopping", loop)
         # Let tasks created just before the stop take their first step, so
         # that spawn(shutdown_waits_for(...)) has registered its protected work.
         await asyncio.sleep(0)
@@ -85,7 +76,7 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
             "shutting down the default executor",
         )
     finally:
-        send_signal(signals.loop_stopped, loop)
+        send_signal("loop_stopped", loop)
 
 
 async def _wait(tasks: Iterable[asyncio.Future[Any]], deadline: float) -> None:

@@ -30,7 +30,7 @@ def fresh_probe() -> Iterator[None]:
         del SyncToAsync.threadlocal.main_event_loop
 
 
-def test_a_plain_async_view_runs_on_the_shared_loop(settings: Any) -> None:
+def test_a_plain_async_view_runs_on_the_shared_loop() -> None:
     data = Client().get("/plain-async/").json()
     assert data == {"on_shared_loop": True, "orm_thread": threading.get_ident()}
 
