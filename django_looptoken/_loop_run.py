@@ -47,6 +47,14 @@ class LoopRun:
         self.tokens = 0
         self.stopping = False
         self.finished = False
+        # The thread died of an unexpected error instead of being stopped.
+        self.crashed = False
+        # Resolved to end the shutdown sequence's waiting early (see hurry()).
+        self.cut_short: asyncio.Future[None] | None = None
+        # Set once the loop is closed. Waiters use it, not Thread.join(): a
+        # join interrupted by a signal handler's exception marks a thread that
+        # still runs as stopped, and every later join returns at once.
+        self.closed = threading.Event()
         self.started_at = time.monotonic()
         self.thread: threading.Thread | None = None
         self.thread_id: int | None = None
@@ -105,13 +113,27 @@ class LoopRun:
             if not ready.done():
                 ready.set_exception(exc)
             else:
+                self.crashed = True
                 logger.exception(
                     "The shared loop's thread died; the next start_loop() starts a fresh loop."
                 )
+                self._clean_up_after_crash()
         finally:
             if not ready.done():
                 ready.set_exception(RuntimeError("the shared loop stopped before it ran"))
             self._finish()
+
+    def _clean_up_after_crash(self) -> None:
+        # The loop still works: cancel what it held, close its resources and
+        # executor, so nothing is destroyed pending, and callers hear at once.
+        from django_looptoken import _shutdown
+
+        self.stopping = False
+        try:
+            _shutdown.begin(self, 0.0)
+            self.loop.run_forever()  # the sequence stops the loop when done
+        except BaseException:
+            logger.exception("Cleaning up after the shared loop's thread died failed.")
 
     def _finish(self) -> None:
         self.stopping = True
@@ -124,15 +146,14 @@ class LoopRun:
             item.abort()
         self.pending.clear()
         self._on_closed(self)
+        self.closed.set()
 
     def wait_closed(self, timeout: float) -> None:
         """Wait until the loop thread has closed the loop; on the loop thread
         itself return at once (it cannot wait for its own stop)."""
         if self.on_loop_thread():
             return
-        assert self.thread is not None
-        self.thread.join(timeout + STOP_GRACE_SECONDS)
-        if self.thread.is_alive():
+        if not self.closed.wait(timeout + STOP_GRACE_SECONDS):
             logger.error(
                 "The shared loop did not stop within %.1f s; its thread is left behind. "
                 "Something on it does not return (a blocking call in a coroutine?).",

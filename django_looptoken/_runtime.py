@@ -83,6 +83,9 @@ class Runtime:
         self._closing = False
         self._exiting = False
         self.app_token_run: LoopRun | None = None
+        # The app's token was on a loop whose thread died: the next loop
+        # started carries it again, so AUTOSTART keeps meaning "always on".
+        self._app_token_lost = False
 
     # -- reading -------------------------------------------------------------
 
@@ -90,6 +93,11 @@ class Runtime:
     def state(self) -> State:
         """The loop's state now."""
         return self._state
+
+    @property
+    def exiting(self) -> bool:
+        """Whether the process is exiting (the exit hook has begun)."""
+        return self._exiting
 
     @property
     def current_run(self) -> LoopRun | None:
@@ -146,6 +154,10 @@ class Runtime:
             self._run = run
             self._state = RUNNING
             run.tokens += 1
+            if self._app_token_lost:
+                self._app_token_lost = False
+                self.app_token_run = run
+                run.tokens += 1
             self._changed.notify_all()
         logger.info("Shared loop started: %s (pid %d).", type(run.loop).__qualname__, os.getpid())
         run.loop.call_soon_threadsafe(_shutdown.send_signal, "loop_started", run.loop)
@@ -198,6 +210,9 @@ class Runtime:
                 self._run = None
                 self._state = STOPPED
                 self._changed.notify_all()
+            if run.crashed and self.app_token_run is run:
+                self.app_token_run = None
+                self._app_token_lost = True
         logger.info("Shared loop stopped (pid %d).", os.getpid())
 
     def shutdown(self, timeout: float | None = None) -> None:
@@ -245,8 +260,25 @@ class Runtime:
         """At interpreter exit: shut down for good and close the unstarted loop."""
         with self._lock:
             self._exiting = True
+            run = self._run
+        if run is not None:
+            logger.info(
+                "Process exiting: draining the shared loop (up to %.1f s).",
+                looptoken_settings.SHUTDOWN_TIMEOUT,
+            )
         self.shutdown()
         self.forget_next_loop()
+
+    def stop_now(self, grace: float) -> None:
+        """Stop waiting for anything: cut the loop's work short, wait ``grace`` for it."""
+        with self._lock:
+            self._exiting = self._closing = True
+            run = self._run
+        if run is None or run.on_loop_thread():
+            return
+        with contextlib.suppress(RuntimeError):  # already closed
+            run.loop.call_soon_threadsafe(_shutdown.hurry, run)
+        run.closed.wait(grace)
 
     def forget_next_loop(self) -> None:
         """Drop the unstarted loop ``get_loop()`` built (the settings changed)."""
@@ -302,9 +334,20 @@ def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
 setting_changed.connect(_on_setting_changed)
 
 
+# After a second Ctrl-C or SIGTERM, how long the exit waits for the loop to
+# cut its work short before leaving it to die with the process.
+HURRY_GRACE_SECONDS = 1.0
+
+
 def _at_exit() -> None:
     try:
         _runtime.exit()
+    except (KeyboardInterrupt, SystemExit):
+        # A second signal while draining: the user wants out now.
+        logger.warning("Interrupted while draining: stopping the shared loop without waiting.")
+        # A third signal leaves at once: the loop thread is a daemon.
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            _runtime.stop_now(HURRY_GRACE_SECONDS)
     except Exception:
         logger.exception("Shutting down the shared loop at exit failed.")
 

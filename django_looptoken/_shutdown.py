@@ -5,8 +5,12 @@
    cancellations;
 3. wait for the protected ones, all within the deadline; then cancel what is
    left and log each task cut, with the stack it was stuck in;
-4. close ``loop_resource`` instances, async generators, the default executor;
+4. close ``loop_resource`` instances, async generators, the default executor,
+   each bounded by what is left of the deadline plus ``CLOSE_GRACE_SECONDS``;
 5. send ``loop_stopped``; the loop thread then closes the loop.
+
+``hurry()`` (a second Ctrl-C or SIGTERM during the drain) ends the waiting
+at once: what still runs is cut as if the deadline had passed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from django_looptoken._loop_run import LoopRun
 
 logger = logging.getLogger("django_looptoken")
 
+# Closing steps (resources, async generators, the executor) run after the
+# tasks are gone; this much beyond the deadline keeps a hung close from
+# holding the process past SHUTDOWN_TIMEOUT by more than about a second.
+CLOSE_GRACE_SECONDS = 1.0
+
 # Extra steps for the sequence (loop resources register theirs), run after
 # the tasks are gone and before the executor and async generators close.
 closing_hooks: list[Callable[[LoopRun], Awaitable[None]]] = []
@@ -34,8 +43,17 @@ def begin(run: LoopRun, timeout: float) -> None:
     if run.stopping:
         return
     run.stopping = True
+    run.cut_short = run.loop.create_future()
     task = run.loop.create_task(_sequence(run, timeout), name="looptoken-shutdown")
     task.add_done_callback(_stop_loop)
+
+
+def hurry(run: LoopRun) -> None:
+    """Stop waiting: start the sequence with no time left, or cut the running one short."""
+    if not run.stopping:
+        begin(run, 0.0)
+    elif run.cut_short is not None and not run.cut_short.done():
+        run.cut_short.set_result(None)
 
 
 def _stop_loop(task: asyncio.Task[None]) -> None:
@@ -54,7 +72,13 @@ def send_signal(name: str, loop: asyncio.AbstractEventLoop) -> None:
 
 async def _sequence(run: LoopRun, timeout: float) -> None:
     loop = run.loop
+    assert run.cut_short is not None
+    cut_short = run.cut_short
     deadline = loop.time() + timeout
+
+    def time_left() -> float:
+        return 0.0 if cut_short.done() else max(deadline - loop.time(), 0.0)
+
     try:
         send_signal("loop_stopping", loop)
         # Let tasks created just before the stop take their first step, so
@@ -64,37 +88,43 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
         unprotected = [t for t in asyncio.all_tasks() if t is not me and t not in run.protected]
         for task in unprotected:
             task.cancel()
-        await _wait(unprotected, deadline)
-        await _wait(list(run.protected), deadline)
-        await _cut_stragglers(me, timeout)
+        await _wait(unprotected, time_left, cut_short)
+        await _wait(list(run.protected), time_left, cut_short)
+        why = "when told not to wait" if cut_short.done() else f"after {timeout:.1f} s"
+        await _cut_stragglers(me, why)
         for hook in closing_hooks:
-            await _run_step(hook(run), f"closing hook {hook!r}")
-        await _run_step(loop.shutdown_asyncgens(), "shutting down async generators")
-        remaining = max(deadline - loop.time(), 1.0)
+            await _run_step(hook(run), f"closing hook {hook!r}", time_left())
+        await _run_step(loop.shutdown_asyncgens(), "shutting down async generators", time_left())
         await _run_step(
-            asyncio.wait_for(loop.shutdown_default_executor(), remaining),
-            "shutting down the default executor",
+            loop.shutdown_default_executor(), "shutting down the default executor", time_left()
         )
     finally:
         send_signal("loop_stopped", loop)
 
 
-async def _wait(tasks: Iterable[asyncio.Future[Any]], deadline: float) -> None:
-    pending = [t for t in tasks if not t.done()]
-    if pending:
-        loop = asyncio.get_running_loop()
-        await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0))
+async def _wait(
+    tasks: Iterable[asyncio.Future[Any]],
+    time_left: Callable[[], float],
+    cut_short: asyncio.Future[None],
+) -> None:
+    """Wait until ``tasks`` are done, the time is up, or the wait is cut short."""
+    pending = {t for t in tasks if not t.done()}
+    while pending and time_left() > 0:
+        _, pending = await asyncio.wait(
+            pending | {cut_short}, timeout=time_left(), return_when=asyncio.FIRST_COMPLETED
+        )
+        pending.discard(cut_short)
 
 
-async def _cut_stragglers(me: asyncio.Task[Any] | None, timeout: float) -> None:
+async def _cut_stragglers(me: asyncio.Task[Any] | None, why: str) -> None:
     stragglers = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
     for task in stragglers:
         stack = io.StringIO()
         task.print_stack(file=stack)
         logger.warning(
-            "Shutdown cut %r after %.1f s (SHUTDOWN_TIMEOUT); it was stuck at:\n%s",
+            "Shutdown cut %r %s (SHUTDOWN_TIMEOUT); it was stuck at:\n%s",
             task,
-            timeout,
+            why,
             stack.getvalue().rstrip(),
         )
         task.cancel()
@@ -106,8 +136,11 @@ async def _cut_stragglers(me: asyncio.Task[Any] | None, timeout: float) -> None:
             task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
-async def _run_step(step: Awaitable[Any], what: str) -> None:
+async def _run_step(step: Awaitable[Any], what: str, time_left: float) -> None:
+    budget = time_left + CLOSE_GRACE_SECONDS
     try:
-        await step
+        await asyncio.wait_for(step, budget)
+    except asyncio.TimeoutError:
+        logger.error("Shutdown step timed out after %.1f s: %s; going on.", budget, what)
     except Exception:
         logger.exception("Shutdown step failed: %s.", what)

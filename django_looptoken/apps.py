@@ -1,10 +1,25 @@
 """The Django app: checks registered, the loop started when AUTOSTART is on."""
 
 import logging
+import os
+import sys
 
 from django.apps import AppConfig
+from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 logger = logging.getLogger("django_looptoken")
+
+
+def is_autoreloader_parent() -> bool:
+    """Whether this process is ``runserver``'s file watcher, which only restarts
+    the serving child (started with ``RUN_MAIN=true``) and serves nothing."""
+    argv = sys.argv
+    return (
+        len(argv) > 1
+        and argv[1] == "runserver"
+        and "--noreload" not in argv
+        and os.environ.get(DJANGO_AUTORELOAD_ENV) != "true"
+    )
 
 
 class LoopTokenConfig(AppConfig):
@@ -15,7 +30,7 @@ class LoopTokenConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the checks; start the loop unless the settings forbid it."""
-        from django_looptoken import _async_views, checks  # noqa: F401 - connects its receiver
+        from django_looptoken import _async_views, _signal_hooks, checks  # noqa: F401
         from django_looptoken._runtime import runtime
         from django_looptoken.conf import looptoken_settings
 
@@ -25,5 +40,10 @@ class LoopTokenConfig(AppConfig):
             for error in errors:
                 logger.error("%s: %s (hint: %s)", error.id, error.msg, error.hint)
             return
-        if looptoken_settings.AUTOSTART:
-            runtime().hold_app_token()
+        if not looptoken_settings.AUTOSTART:
+            return
+        if is_autoreloader_parent():
+            logger.debug("runserver's autoreloader: the loop starts in the serving child.")
+            return
+        runtime().hold_app_token()
+        _signal_hooks.install()

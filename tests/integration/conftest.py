@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +33,7 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     stderr_path: Path
+    own_group: bool = False
 
     def stderr(self) -> str:
         """What the server wrote to stderr so far."""
@@ -70,33 +73,73 @@ def stop(server: Server, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         raise AssertionError(f"server did not exit within {timeout} s") from None
 
 
-@pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start gunicorn with the given options; every server is stopped afterwards."""
-    started: list[Server] = []
+class Launcher:
+    """Starts servers for one test and stops every one of them afterwards."""
 
-    def start(*options: str) -> Server:
-        port = free_port()
-        stderr_path = tmp_path / f"gunicorn-{port}.err"
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.integration.server_settings"}
-        env["PYTHONDEVMODE"] = "1"
-        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options]
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Server] = []
+
+    def launch(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        port: int,
+        settings: str = "tests.integration.server_settings",
+        extra_env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ) -> Server:
+        """Start ``command`` (serving on ``port``) and wait until it answers."""
+        stderr_path = self.tmp_path / f"{name}-{port}.err"
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, "PYTHONDEVMODE": "1"}
+        env.update(extra_env or {})
         with stderr_path.open("wb") as stderr:  # the child keeps its own copy
             process = subprocess.Popen(
-                [*command, "tests.wsgi:application"],
+                command,
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                start_new_session=new_session,
             )
-        server = Server(process, f"http://127.0.0.1:{port}/", stderr_path)
-        started.append(server)
+        server = Server(process, f"http://127.0.0.1:{port}/", stderr_path, new_session)
+        self.started.append(server)
         wait_until_serving(server)
         return server
 
+    def stop_all(self) -> None:
+        """Stop what is still running, each by its own pid; a server started in a
+        session of its own also loses whatever is left of its process group."""
+        for server in self.started:
+            try:
+                if server.process.poll() is None:
+                    stop(server)
+            finally:
+                if server.own_group:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(server.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """A launcher whose servers are all stopped when the test ends."""
+    servers = Launcher(tmp_path)
     try:
-        yield start
+        yield servers
     finally:
-        for server in started:
-            if server.process.poll() is None:
-                stop(server)
+        servers.stop_all()
+
+
+@pytest.fixture
+def gunicorn(launcher: Launcher) -> Callable[..., Server]:
+    """Start gunicorn with the given options (and optional ``settings=``, ``extra_env=``)."""
+
+    def start(*options: str, **kwargs: Any) -> Server:
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options]
+        return launcher.launch(
+            "gunicorn", [*command, "tests.wsgi:application"], port=port, **kwargs
+        )
+
+    return start

@@ -1,0 +1,104 @@
+"""Views that leave work on the loop for the shutdown tests to find.
+
+Markers are files in ``$LOOPTOKEN_TEST_MARKERS``: the tests read what each
+piece of work did (started, finished, saw its cancellation) after the server
+has exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+from django.http import HttpRequest, JsonResponse
+
+import django_looptoken as looptoken
+from django_looptoken._runtime import runtime
+
+
+def _mark(name: str) -> None:
+    Path(os.environ["LOOPTOKEN_TEST_MARKERS"], name).write_text(str(os.getpid()))
+
+
+@looptoken.runs_async
+async def loop_here(request: HttpRequest) -> JsonResponse:
+    """Which process, loop and loop thread serve this request (after holding it a moment)."""
+    await asyncio.sleep(0.02)
+    run = runtime().current_run
+    assert run is not None and run.thread is not None
+    return JsonResponse(
+        {
+            "pid": os.getpid(),
+            "loop": id(asyncio.get_running_loop()),
+            "on_shared_loop": asyncio.get_running_loop() is looptoken.get_loop(),
+            "loop_thread": run.thread.native_id,
+            "on_loop_thread": threading.get_ident() == run.thread.ident,
+        }
+    )
+
+
+async def _finish_later(name: str) -> None:
+    await asyncio.sleep(1.0)
+    _mark(f"done-{name}")
+
+
+@looptoken.runs_async
+async def drain(request: HttpRequest, name: str) -> JsonResponse:
+    """Leave protected work that writes its marker after 1 s; answer after 0.5 s."""
+    _mark(f"started-{name}")
+    looptoken.spawn(looptoken.shutdown_waits_for(_finish_later(name)))
+    await asyncio.sleep(0.5)
+    return JsonResponse({"pid": os.getpid()})
+
+
+async def _wait_to_be_cancelled(started: asyncio.Event) -> None:
+    started.set()
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        _mark(f"cancelled-{os.getpid()}")
+        raise
+
+
+@looptoken.runs_async
+async def unprotected(request: HttpRequest) -> JsonResponse:
+    """Leave unprotected background work that would run for an hour."""
+    started = asyncio.Event()
+    looptoken.spawn(_wait_to_be_cancelled(started))
+    await started.wait()
+    return JsonResponse({"pid": os.getpid()})
+
+
+async def sleep_for_an_hour(started: asyncio.Event) -> None:
+    """Protected work that would outlive any shutdown timeout."""
+    started.set()
+    await asyncio.sleep(3600)
+
+
+@looptoken.runs_async
+async def stuck(request: HttpRequest) -> JsonResponse:
+    """Leave protected work that the shutdown timeout must cut."""
+    started = asyncio.Event()
+    looptoken.spawn(looptoken.shutdown_waits_for(sleep_for_an_hour(started)))
+    await started.wait()
+    return JsonResponse({"pid": os.getpid()})
+
+
+async def _refuse_to_stop(started: asyncio.Event) -> None:
+    started.set()
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            _mark(f"refused-{os.getpid()}")  # and keep running: a badly written task
+
+
+@looptoken.runs_async
+async def stubborn(request: HttpRequest) -> JsonResponse:
+    """Leave a task that swallows every cancellation."""
+    started = asyncio.Event()
+    looptoken.spawn(_refuse_to_stop(started))
+    await started.wait()
+    return JsonResponse({"pid": os.getpid()})
