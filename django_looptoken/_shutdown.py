@@ -52,7 +52,7 @@ def hurry(run: LoopRun) -> None:
     """Stop waiting: start the sequence with no time left, or cut the running one short."""
     if not run.stopping:
         begin(run, 0.0)
-    elif run.cut_short is not None and not run.cut_short.done():
+    if run.cut_short is not None and not run.cut_short.done():
         run.cut_short.set_result(None)
 
 
@@ -88,6 +88,9 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
         unprotected = [t for t in asyncio.all_tasks() if t is not me and t not in run.protected]
         for task in unprotected:
             task.cancel()
+        # Even with no time left, a turn lets well-behaved tasks take their
+        # cancellation, so only the ones that resist it are reported cut.
+        await asyncio.sleep(0)
         await _wait(unprotected, time_left, cut_short)
         await _wait(list(run.protected), time_left, cut_short)
         why = "when told not to wait" if cut_short.done() else f"after {timeout:.1f} s"

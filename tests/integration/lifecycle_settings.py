@@ -13,3 +13,4 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"django_looptoken": {"handlers": ["stderr"], "level": "INFO"}},
 }
+ALLOWED_HOSTS = ["127.0.0.1"]  # runserver insists when DEBUG is off

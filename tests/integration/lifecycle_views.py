@@ -27,7 +27,8 @@ async def loop_here(request: HttpRequest) -> JsonResponse:
     """Which process, loop and loop thread serve this request (after holding it a moment)."""
     await asyncio.sleep(0.02)
     run = runtime().current_run
-    assert run is not None and run.thread is not None
+    assert run is not None
+    assert run.thread is not None
     return JsonResponse(
         {
             "pid": os.getpid(),

@@ -64,20 +64,20 @@ def test_sigterm_drains_requests_and_protected_work(
         **_settings(markers, shutdown_timeout),
     )
     limits = httpx.Limits(max_connections=40)
-    with httpx.Client(base_url=server.url, timeout=30, limits=limits) as client:
-        with ThreadPoolExecutor(40) as pool:
-            answers = [pool.submit(client.get, f"lifecycle/drain/{n}/") for n in range(40)]
-            wait_for(lambda: len(list(markers.glob("started-*"))) == 40, "40 requests to start")
-            began = time.monotonic()
-            os.kill(server.process.pid, signal.SIGTERM)
-            responses = [answer.result() for answer in answers]
+    with (
+        httpx.Client(base_url=server.url, timeout=30, limits=limits) as client,
+        ThreadPoolExecutor(40) as pool,
+    ):
+        answers = [pool.submit(client.get, f"lifecycle/drain/{n}/") for n in range(40)]
+        wait_for(lambda: len(list(markers.glob("started-*"))) == 40, "40 requests to start")
+        began = time.monotonic()
+        os.kill(server.process.pid, signal.SIGTERM)
+        responses = [answer.result() for answer in answers]
     assert [response.status_code for response in responses] == [200] * 40
     assert stop(server, timeout=60) == 0
     # Every worker (the master waits for them) exited within SHUTDOWN_TIMEOUT + 2 s.
     assert time.monotonic() - began < shutdown_timeout + 2
-    assert sorted(p.name for p in markers.glob("done-*")) == sorted(
-        f"done-{n}" for n in range(40)
-    )
+    assert sorted(p.name for p in markers.glob("done-*")) == sorted(f"done-{n}" for n in range(40))
     worker_pids = {response.json()["pid"] for response in responses}
     for pid in worker_pids:
         with pytest.raises(ProcessLookupError):
@@ -159,7 +159,8 @@ def test_each_worker_serves_from_its_own_running_loop(
     ):
         for _ in range(50):  # bounded: both workers answer well before this
             for answer in pool.map(lambda _: client.get("lifecycle/loop/").json(), range(16)):
-                assert answer["on_shared_loop"] and answer["on_loop_thread"]
+                assert answer["on_shared_loop"]
+                assert answer["on_loop_thread"]
                 seen.setdefault(answer["pid"], set()).add((answer["loop"], answer["loop_thread"]))
             if len(seen) == 2:
                 break

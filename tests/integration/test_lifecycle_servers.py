@@ -1,0 +1,130 @@
+"""Process lifecycle under waitress, runserver (with its autoreloader) and uWSGI."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Launcher, Server, free_port, stop, wait_until_serving
+from tests.integration.test_lifecycle_gunicorn import assert_quiet, wait_for
+
+LIFECYCLE = "tests.integration.lifecycle_settings"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def markers(tmp_path: Path) -> Path:
+    path = tmp_path / "markers"
+    path.mkdir()
+    return path
+
+
+def _env(markers: Path, shutdown_timeout: float) -> dict[str, str]:
+    return {
+        "LOOPTOKEN_TEST_MARKERS": str(markers),
+        "LOOPTOKEN_TEST_SHUTDOWN_TIMEOUT": str(shutdown_timeout),
+    }
+
+
+def _loop_pids(server: Server) -> list[int]:
+    """The pids that logged starting a shared loop, in order."""
+    return [
+        int(pid) for pid in re.findall(r"Shared loop started: \S+ \(pid (\d+)\)", server.stderr())
+    ]
+
+
+# -- waitress -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def waitress(launcher: Launcher, markers: Path) -> Callable[..., Server]:
+    def start(shutdown_timeout: float = 5.0) -> Server:
+        port = free_port()
+        command = [sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}"]
+        return launcher.launch(
+            "waitress",
+            [*command, "tests.wsgi:application"],
+            port=port,
+            settings=LIFECYCLE,
+            extra_env=_env(markers, shutdown_timeout),
+        )
+
+    return start
+
+
+def test_waitress_serves_on_the_shared_loop_and_drains_on_sigterm(
+    waitress: Callable[..., Server], markers: Path
+) -> None:
+    server = waitress()
+    answer = httpx.get(server.url + "lifecycle/loop/", timeout=10).json()
+    assert answer["on_shared_loop"]
+    assert answer["pid"] == server.process.pid
+    assert httpx.get(server.url + "lifecycle/drain/w/", timeout=10).status_code == 200
+    # The protected work finishes 0.5 s after the response: SIGTERM now must wait for it.
+    assert stop(server) == 0  # waitress ends its serve loop on SystemExit and returns
+    assert "SIGTERM: exiting after the shared loop drains" in server.stderr()
+    assert (markers / "done-w").exists()
+    assert_quiet(server)
+
+
+def test_waitress_second_sigterm_cuts_the_drain_short(
+    waitress: Callable[..., Server], markers: Path
+) -> None:
+    server = waitress(shutdown_timeout=60)
+    httpx.get(server.url + "lifecycle/stuck/", timeout=10).raise_for_status()
+    server.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "Process exiting: draining" in server.stderr(), "the drain to begin")
+    began = time.monotonic()
+    stop(server, timeout=60)
+    assert time.monotonic() - began < 5  # not the 60 s SHUTDOWN_TIMEOUT
+    assert "Interrupted while draining" in server.stderr()
+    assert "sleep_for_an_hour" in server.stderr()
+    assert_quiet(server)
+
+
+# -- runserver with its autoreloader ------------------------------------------------------
+
+
+def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
+    launcher: Launcher, markers: Path
+) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "django", "runserver", f"127.0.0.1:{port}"]
+    server = launcher.launch(
+        "runserver",
+        command,
+        port=port,
+        settings=LIFECYCLE,
+        extra_env=_env(markers, 5.0),
+        new_session=True,  # Ctrl-C reaches the whole group, as in a terminal
+    )
+    first = httpx.get(server.url + "lifecycle/loop/", timeout=10).json()
+    assert first["on_shared_loop"]
+    assert first["pid"] != server.process.pid  # served by the autoreloader's child
+    assert _loop_pids(server) == [first["pid"]]  # and the watcher started no loop
+
+    # A code change: the child exits cleanly and a new one serves.
+    watched = ROOT / "tests" / "integration" / "lifecycle_urls.py"
+    os.utime(watched)
+    wait_for(lambda: f"Shared loop stopped (pid {first['pid']})" in server.stderr(), "reload")
+    wait_for(lambda: len(_loop_pids(server)) == 2, "the new child's loop")
+    wait_until_serving(server)
+    second = httpx.get(server.url + "lifecycle/loop/", timeout=10).json()
+    assert second["pid"] not in (first["pid"], server.process.pid)
+    assert _loop_pids(server) == [first["pid"], second["pid"]]
+
+    # Ctrl-C: the whole group, as the terminal sends it.
+    os.killpg(server.process.pid, signal.SIGINT)
+    server.process.wait(30)
+    wait_for(lambda: f"Shared loop stopped (pid {second['pid']})" in server.stderr(), "exit")
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.process.pid, 0)  # nothing of the group is left
+    assert_quiet(server)
