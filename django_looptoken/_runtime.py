@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import threading
@@ -86,6 +87,7 @@ class Runtime:
         # The app's token was on a loop whose thread died: the next loop
         # started carries it again, so AUTOSTART keeps meaning "always on".
         self._app_token_lost = False
+        self.pid = os.getpid()
 
     # -- reading -------------------------------------------------------------
 
@@ -314,6 +316,8 @@ def _keep_forever(obj: object) -> None:
 def _after_fork_in_child() -> None:
     global _runtime
     parent = _runtime
+    if parent.pid == os.getpid():
+        return  # already done for this child (uWSGI may call both hooks)
     _keep_forever(parent)
     _runtime = Runtime()
     if parent.app_token_run is not None and not parent._exiting:
@@ -324,6 +328,26 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _hook_uwsgi_fork() -> None:
+    # uWSGI forks its workers from C, where os.register_at_fork hooks run
+    # only with --py-call-osafterfork; its own post-fork hook always runs.
+    try:
+        uwsgi = importlib.import_module("uwsgi")  # exists only inside uWSGI
+    except ImportError:
+        return
+    previous = getattr(uwsgi, "post_fork_hook", None)
+
+    def post_fork() -> None:
+        _after_fork_in_child()
+        if previous is not None:
+            previous()
+
+    setattr(uwsgi, "post_fork_hook", post_fork)  # noqa: B010 - a module of C origin
+
+
+_hook_uwsgi_fork()
 
 
 def _on_setting_changed(*, setting: str, **kwargs: object) -> None:

@@ -128,3 +128,54 @@ def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
     with pytest.raises(ProcessLookupError):
         os.killpg(server.process.pid, 0)  # nothing of the group is left
     assert_quiet(server)
+
+
+# -- uWSGI --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def uwsgi(launcher: Launcher, markers: Path) -> Callable[..., Server]:
+    binary = Path(sys.executable).with_name("uwsgi")
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: `make test` installs it with the test extras (pip)")
+
+    def start(*options: str) -> Server:
+        port = free_port()
+        command = [
+            str(binary),
+            *("--http-socket", f"127.0.0.1:{port}", "--module", "tests.wsgi:application"),
+            *("--master", "--die-on-term", "--need-app", "--home", sys.prefix),
+            *options,
+        ]
+        return launcher.launch(
+            "uwsgi", command, port=port, settings=LIFECYCLE, extra_env=_env(markers, 5.0)
+        )
+
+    return start
+
+
+@pytest.mark.parametrize(
+    "options",
+    [(), ("--py-call-osafterfork",), ("--lazy-apps",)],
+    ids=["preforked", "osafterfork", "lazy-apps"],
+)
+def test_uwsgi_workers_each_run_their_own_loop_and_drain_on_sigterm(
+    uwsgi: Callable[..., Server], markers: Path, options: tuple[str, ...]
+) -> None:
+    server = uwsgi("--processes", "2", *options)
+    seen: dict[int, set[int]] = {}
+    close = {"Connection": "close"}
+    with httpx.Client(base_url=server.url, timeout=10, headers=close) as client:
+        for _ in range(200):  # bounded: uWSGI hands connections to both workers quickly
+            answer = client.get("lifecycle/loop/").json()
+            assert answer["on_shared_loop"]
+            seen.setdefault(answer["pid"], set()).add(answer["loop_thread"])
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2, seen
+        assert all(len(threads) == 1 for threads in seen.values())
+        assert client.get("lifecycle/drain/u/").status_code == 200
+    assert stop(server) == 0
+    assert (markers / "done-u").exists()  # protected work finished before the worker left
+    assert all(f"Shared loop stopped (pid {pid})" in server.stderr() for pid in seen)
+    assert_quiet(server)
