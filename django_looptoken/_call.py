@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
+from django_looptoken import _waiting
 from django_looptoken._handback import (
     WorkItem,
     background_executor,
@@ -117,7 +118,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
 
     def _serve_until_done(self) -> None:
         while True:
-            self._wakeup.acquire()
+            _waiting.acquire(self._wakeup)
             self._signalled = False
             while self._work:
                 self._work.popleft().run()

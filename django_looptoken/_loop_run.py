@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from django_looptoken import _waiting
+
 logger = logging.getLogger("django_looptoken")
 
 CONTROL_SIGNALS = {
@@ -153,7 +155,7 @@ class LoopRun:
         itself return at once (it cannot wait for its own stop)."""
         if self.on_loop_thread():
             return
-        if not self.closed.wait(timeout + STOP_GRACE_SECONDS):
+        if not _waiting.wait_event(self.closed, timeout + STOP_GRACE_SECONDS):
             logger.error(
                 "The shared loop did not stop within %.1f s; its thread is left behind. "
                 "Something on it does not return (a blocking call in a coroutine?).",

@@ -23,7 +23,7 @@ from enum import Enum
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from django_looptoken import _shutdown
+from django_looptoken import _shutdown, _waiting
 from django_looptoken._backends import resolve_loop_factory
 from django_looptoken._loop_run import LoopRun
 from django_looptoken.conf import looptoken_settings
@@ -238,7 +238,8 @@ class Runtime:
                 if run is None:
                     return
                 # Drain: in-flight holders finish; the last release stops the loop.
-                self._changed.wait_for(
+                _waiting.wait_for(
+                    self._changed,
                     lambda: self._run is not run or self._state is STOPPING,
                     max(deadline - time.monotonic(), 0),
                 )
@@ -280,7 +281,7 @@ class Runtime:
             return
         with contextlib.suppress(RuntimeError):  # already closed
             run.loop.call_soon_threadsafe(_shutdown.hurry, run)
-        run.closed.wait(grace)
+        _waiting.wait_event(run.closed, grace)
 
     def forget_next_loop(self) -> None:
         """Drop the unstarted loop ``get_loop()`` built (the settings changed)."""

@@ -421,3 +421,50 @@ def test_the_parents_unstarted_loop_is_not_the_childs() -> None:
     assert not upcoming.is_closed()
     with looptoken.start_loop():
         assert looptoken.await_(_where(8))["loop"] is upcoming
+
+
+async def _loop_thread_native_id() -> int:
+    await asyncio.sleep(0)
+    return threading.get_native_id()
+
+
+def _report_from_multiprocessing_child(queue: Any) -> None:
+    # Module level: multiprocessing with fork runs it in the child.
+    run = runtime().current_run
+    queue.put((os.getpid(), looptoken.await_(_loop_thread_native_id()), run is not None))
+
+
+def test_multiprocessing_fork_children_run_their_own_loops() -> None:
+    import multiprocessing
+
+    runtime().hold_app_token()
+    try:
+        parent_native_id = looptoken.await_(_loop_thread_native_id())
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        children = [
+            context.Process(target=_report_from_multiprocessing_child, args=(queue,))
+            for _ in range(2)
+        ]
+        for child in children:
+            child.start()
+        try:
+            reports = [queue.get(timeout=CHILD_DEADLINE_SECONDS) for _ in children]
+        finally:
+            for child in children:
+                child.join(CHILD_DEADLINE_SECONDS)
+                if child.is_alive():
+                    child.kill()
+                    child.join(5)
+        assert [child.exitcode for child in children] == [0, 0]
+        assert {pid for pid, _, _ in reports} == {child.pid for child in children}
+        loop_threads = {native_id for _, native_id, _ in reports}
+        assert len(loop_threads) == 2  # one loop thread per child
+        assert parent_native_id not in loop_threads
+        assert all(started_at_fork for _, _, started_at_fork in reports)
+        # The parent's loop is untouched and still serves.
+        assert looptoken.await_(_loop_thread_native_id()) == parent_native_id
+        queue.close()
+        queue.join_thread()
+    finally:
+        looptoken.shutdown(timeout=5)
