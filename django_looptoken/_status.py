@@ -1,8 +1,8 @@
 """``status()``: a snapshot of this process's shared loop, and what feeds it.
 
-Each life of the loop gets a ``Monitor`` when it starts (on the
-``loop_started`` signal, on the loop thread) and loses it in the shutdown
-sequence (a closing hook). The monitor owns:
+Each life of the loop gets a ``Monitor`` when it starts (a started hook, on
+the loop thread, before ``start_loop()`` returns) and loses it in the
+shutdown sequence (a closing hook). The monitor owns:
 
 * the lag probe: a timer that reschedules itself every ``interval`` and
   records how late it fires, kept for one minute;
@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import platform
-import threading
 import time
 import weakref
 from collections import deque
@@ -29,14 +28,13 @@ from typing import Any
 import django
 from django.conf import settings
 
-from django_looptoken import _shutdown
+from django_looptoken import _loop_run, _shutdown
 from django_looptoken._backends import resolve_loop_factory, uvloop_available
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import STOPPING, runtime
 from django_looptoken._status_socket import StatusDirError, StatusServer, status_dir
 from django_looptoken._watchdog import Watcher
 from django_looptoken.conf import looptoken_settings
-from django_looptoken.signals import loop_started
 
 logger = logging.getLogger("django_looptoken")
 
@@ -156,17 +154,10 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 
 
 _monitors: weakref.WeakKeyDictionary[LoopRun, Monitor] = weakref.WeakKeyDictionary()
-_monitors_lock = threading.Lock()
 
 
-def _on_loop_started(sender: object, loop: asyncio.AbstractEventLoop, **kwargs: object) -> None:
-    run = runtime().run_for(loop)
-    if run is None or run.stopping or not run.on_loop_thread():
-        return
-    with _monitors_lock:
-        if run in _monitors:
-            return
-        monitor = _monitors[run] = Monitor(run)
+def _start_monitor(run: LoopRun) -> None:
+    monitor = _monitors[run] = Monitor(run)
     monitor.start()
 
 
@@ -176,7 +167,7 @@ async def _close_monitor(run: LoopRun) -> None:
         await monitor.close()
 
 
-loop_started.connect(_on_loop_started, dispatch_uid="django_looptoken.status")
+_loop_run.started_hooks.append(_start_monitor)
 _shutdown.closing_hooks.append(_close_monitor)
 
 

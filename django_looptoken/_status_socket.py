@@ -354,8 +354,9 @@ def collect(directory: str, *, exclude_pid: int | None = None) -> Listing:
     return listing
 
 
-def ask(path: str, timeout: float = CLIENT_SECONDS) -> dict[str, Any]:
+def ask(path: str, timeout: float | None = None) -> dict[str, Any]:
     """One status request to the socket at ``path``; raises OSError or ValueError."""
+    timeout = CLIENT_SECONDS if timeout is None else timeout
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -389,7 +390,7 @@ def _ask_safely(path: str) -> tuple[dict[str, Any] | None, str]:
     except ConnectionRefusedError:
         return None, "refused"
     except TimeoutError:
-        return None, f"no answer within {CLIENT_SECONDS:.0f} s (is its loop blocked?)"
+        return None, f"no answer within {CLIENT_SECONDS:g} s (is its loop blocked?)"
     except OSError as exc:
         if exc.errno == errno.ECONNREFUSED:
             return None, "refused"
