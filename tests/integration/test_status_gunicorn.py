@@ -8,11 +8,8 @@ import os
 import random
 import signal
 import socket
-import struct
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +17,12 @@ import httpx
 
 from django_looptoken._status_socket import REQUEST_LIMIT, ask
 from tests.integration.conftest import NOISE, stop
-from tests.integration.status_servers import StatusServer
+from tests.integration.status_servers import StatusServer, held_requests
 from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
 
 DEADLINE = 60.0
 WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 HELD = 4
-
-
-def wait_for_workers(server: StatusServer, count: int) -> list[dict[str, Any]]:
-    """loopstatus until it lists ``count`` workers (each loads the app when it boots)."""
-    deadline = time.monotonic() + DEADLINE
-    while len(processes := server.processes()) != count:
-        assert time.monotonic() < deadline, f"{count} workers never listed: {processes}"
-    return processes
 
 
 def parent_of(pid: int) -> int:
@@ -45,48 +34,12 @@ def by_pid(processes: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {p["pid"]: p for p in processes}
 
 
-@contextlib.contextmanager
-def held_requests(server: StatusServer, tmp_path: Path, count: int) -> Iterator[Counter[int]]:
-    """``count`` requests waiting on the workers' loops; yields how many per worker pid.
-
-    Each request connects to a socket of the test's; accepting all of them is
-    the event that says they are in flight, and closing them lets them finish.
-    """
-    path = tmp_path / "hold.sock"
-    url = f"{server.server.url}status-test/hold/?socket={path}"
-    with (
-        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener,
-        httpx.Client(timeout=DEADLINE) as client,
-        ThreadPoolExecutor(count) as pool,
-    ):
-        listener.bind(str(path))
-        listener.listen(count)
-        listener.settimeout(DEADLINE)
-        responses = [pool.submit(client.get, url) for _ in range(count)]
-        connections: list[socket.socket] = []
-        try:
-            per_worker: Counter[int] = Counter()
-            for _ in range(count):
-                connection, _ = listener.accept()
-                connections.append(connection)
-                creds = connection.getsockopt(
-                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
-                )
-                per_worker[struct.unpack("3i", creds)[0]] += 1
-            yield per_worker
-        finally:
-            for connection in connections:
-                connection.close()
-        answered = Counter(future.result().json()["pid"] for future in responses)
-    assert answered == per_worker
-
-
 def test_loopstatus_lists_both_workers_and_follows_their_requests(
     status_gunicorn: Callable[..., StatusServer], tmp_path: Path
 ) -> None:
     server = status_gunicorn(*WORKERS)
     master = server.server.process.pid
-    idle = by_pid(wait_for_workers(server, 2))
+    idle = by_pid(server.wait_for_workers(2))
     for pid, status in idle.items():
         assert parent_of(pid) == master  # the workers, not the master (no --preload)
         assert status["state"] == "running"
@@ -127,7 +80,7 @@ def test_hostile_input_then_status_and_requests_still_answer(
     status_gunicorn: Callable[..., StatusServer],
 ) -> None:
     server = status_gunicorn(*WORKERS)
-    pid = wait_for_workers(server, 2)[0]["pid"]
+    pid = server.wait_for_workers(2)[0]["pid"]
     path = str(server.status_dir / f"{pid}.sock")
     rng = random.Random(7)
 
@@ -200,7 +153,7 @@ def test_sigkill_leaves_stale_sockets_that_the_next_listing_removes(
     status_gunicorn: Callable[..., StatusServer],
 ) -> None:
     server = status_gunicorn(*WORKERS)
-    pids = sorted(by_pid(wait_for_workers(server, 2)))
+    pids = sorted(by_pid(server.wait_for_workers(2)))
     server.server.process.kill()  # the master first, so that nobody respawns workers
     server.server.process.wait(DEADLINE)
     for pid in pids:
