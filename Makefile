@@ -50,6 +50,7 @@ test: lint $(VENV_DJANGO42)/.installed browser
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
 	$(VENV)/bin/python bench/bench_await.py
+	$(VENV)/bin/python bench/bench_status.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DJANGO42) build *.egg-info example_project/db.sqlite3

@@ -133,8 +133,13 @@ class Watcher:
             stack.append(frame)
             frame = frame.f_back
         stack.reverse()  # outermost first
-        outer = next((f for f in stack if not _is_machinery(f)), stack[-1])
         inner = stack[-1]
+        outer = next((f for f in stack if not _is_machinery(f)), None)
+        if outer is None:
+            return (
+                f"no code of yours: the loop thread was in {_describe(inner)} (a burst of "
+                "callbacks, or a process starved of CPU or of the GIL by other threads?)"
+            )
         name = _describe(outer)
         return name if inner is outer else f"{name}, now in {_describe(inner)}"
 

@@ -211,6 +211,11 @@ def test_the_watchdog_logs_the_stack_of_a_stalled_loop_once(
     assert "time.sleep(seconds)" in message
 
 
+def test_an_idle_loop_thread_runs_no_code_of_yours(token: looptoken.LoopToken) -> None:
+    watcher = _status._monitors[runtime().current_run].watcher  # type: ignore[index]
+    assert watcher._culprit().startswith("no code of yours: the loop thread was in ")
+
+
 def test_the_watchdog_can_be_turned_off(
     looptoken_settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
