@@ -6,7 +6,7 @@ VENV := .venv
 VENV_DJANGO42 := .venv-django42
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench browser clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,14 +30,27 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy django_looptoken
 
+# Debian's Chromium and ChromeDriver for the status page's browser test,
+# installed when missing and make runs as root (CI); otherwise the test says how.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "The browser test needs Debian's chromium and chromium-driver:" \
+			"sudo apt-get install chromium chromium-driver"; \
+	fi
+
 # Every check: lint, strict typing, and the suite on Django 5.2 and 4.2 LTS.
-test: lint $(VENV_DJANGO42)/.installed
+test: lint $(VENV_DJANGO42)/.installed browser
 	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest
 	PYTHONDEVMODE=1 $(VENV_DJANGO42)/bin/python -m pytest
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
 	$(VENV)/bin/python bench/bench_await.py
+	$(VENV)/bin/python bench/bench_status.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DJANGO42) build *.egg-info example_project/db.sqlite3

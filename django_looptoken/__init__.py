@@ -9,12 +9,15 @@ Layout (every public name is re-exported here):
 * ``resources``: ``loop_resource`` and ``LoopResource``, per-loop objects.
 * ``decorators``: ``runs_async``; ``middleware``: ``LoopTokenMiddleware``.
 * ``exceptions``: ``LoopStoppedError``.
+* ``status()`` (from ``_status``): a snapshot of this process's loop; the
+  status socket, ``manage.py loopstatus`` and ``urls`` (the staff page) show it.
 * ``signals``: ``loop_started``, ``loop_stopping``, ``loop_stopped``.
 * ``conf`` and ``checks``: the ``LOOPTOKEN`` setting and its system checks.
 * private modules (leading underscore): the runtime, one loop's life, the
   blocking call, thread-sensitive hand-back, backends, the shutdown sequence.
 """
 
+from django_looptoken._status import status
 from django_looptoken.bridge import await_, await_multiple, shutdown_waits_for, spawn
 from django_looptoken.decorators import runs_async
 from django_looptoken.exceptions import LoopStoppedError
@@ -35,4 +38,5 @@ __all__ = [
     "shutdown_waits_for",
     "spawn",
     "start_loop",
+    "status",
 ]

@@ -21,6 +21,10 @@ CONTROL_SIGNALS = {
     if hasattr(signal, name)
 }
 
+# Called on the loop thread with each new LoopRun before start() returns
+# (the status monitor registers one).
+started_hooks: list[Callable[[LoopRun], None]] = []
+
 # After the shutdown sequence's own deadline, how long a thread that asked
 # the loop to stop waits for the loop thread before giving up on it.
 STOP_GRACE_SECONDS = 5.0
@@ -109,6 +113,8 @@ class LoopRun:
         # thread blocked in await_. Threads started from here inherit the mask.
         signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
         try:
+            for hook in started_hooks:
+                self.loop.call_soon(hook, self)
             self.loop.call_soon(ready.set_result, None)
             self.loop.run_forever()
         except BaseException as exc:

@@ -18,6 +18,7 @@ PUBLIC = {
     "shutdown_waits_for",
     "spawn",
     "start_loop",
+    "status",
 }
 
 

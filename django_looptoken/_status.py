@@ -1,0 +1,326 @@
+"""``status()``: a snapshot of this process's shared loop, and what feeds it.
+
+Each life of the loop gets a ``Monitor`` when it starts (a started hook, on
+the loop thread, before ``start_loop()`` returns) and loses it in the
+shutdown sequence (a closing hook). The monitor owns:
+
+* the lag probe: a timer that reschedules itself every ``interval`` and
+  records how late it fires, kept for one minute;
+* the watcher thread (``_watchdog``), which counts slow callbacks and
+  logs stalls by following the probe's heartbeat;
+* the status socket (``_status_socket``), served by the loop itself;
+* an exception handler that logs what asyncio reports (such as task
+  exceptions nobody retrieved) on the ``django_looptoken`` logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import platform
+import time
+import weakref
+from collections import deque
+from typing import Any
+
+import django
+from django.conf import settings
+
+from django_looptoken import _loop_run, _shutdown
+from django_looptoken._backends import resolve_loop_factory, uvloop_available
+from django_looptoken._loop_run import LoopRun
+from django_looptoken._runtime import STOPPING, runtime
+from django_looptoken._status_socket import StatusDirError, StatusServer, status_dir
+from django_looptoken._watchdog import Watcher
+from django_looptoken.conf import looptoken_settings
+
+logger = logging.getLogger("django_looptoken")
+
+WINDOW_SECONDS = 60.0
+# The probe ticks often enough that any block longer than SLOW_CALLBACK_DURATION
+# plus one interval covers a tick (and is seen), within these bounds.
+MIN_INTERVAL = 0.025
+MAX_INTERVAL = 0.5
+
+
+def probe_interval(slow_callback_duration: float) -> float:
+    """Seconds between two ticks of the lag probe for a slow-callback threshold."""
+    return min(max(slow_callback_duration / 2, MIN_INTERVAL), MAX_INTERVAL)
+
+
+class LagProbe:
+    """A self-rescheduling timer on the loop that records how late it fires.
+
+    Only the loop thread writes; other threads read ``beats``, ``due`` and
+    ``last_late_lag`` (the watcher) and copy the samples (``lag_ms()``).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, late_after: float):
+        self.loop = loop
+        self.interval = interval
+        self.late_after = late_after
+        self.beats = 0
+        self.due = time.monotonic() + interval
+        self.last_late_lag = 0.0
+        self._samples: deque[tuple[float, float]] = deque(
+            maxlen=math.ceil(WINDOW_SECONDS / interval) + 1
+        )
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Schedule the first tick (on the loop thread)."""
+        self.due = time.monotonic() + self.interval
+        self._timer = self.loop.call_later(self.interval, self._tick)
+
+    def stop(self) -> None:
+        """Cancel the next tick (on the loop thread)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        lag = max(now - self.due, 0.0)  # timers may fire a hair early
+        self._samples.append((now, lag))
+        if lag > self.late_after:
+            self.last_late_lag = lag  # before beats moves: the watcher reads it after
+        self.due = now + self.interval
+        self.beats += 1
+        self._timer = self.loop.call_later(self.interval, self._tick)
+
+    def lag_ms(self) -> dict[str, float | None]:
+        """p50, p99 and max of the lag over the last minute, in milliseconds."""
+        cutoff = time.monotonic() - WINDOW_SECONDS
+        lags = sorted(lag for at, lag in self._samples.copy() if at >= cutoff)
+        if not lags:
+            return {"p50": None, "p99": None, "max": None}
+
+        def rank(fraction: float) -> float:
+            return round(lags[max(math.ceil(fraction * len(lags)) - 1, 0)] * 1000, 3)
+
+        return {"p50": rank(0.5), "p99": rank(0.99), "max": round(lags[-1] * 1000, 3)}
+
+
+class Monitor:
+    """The probe, the watcher and the status socket of one life of the loop."""
+
+    def __init__(self, run: LoopRun) -> None:
+        conf = looptoken_settings
+        self.run = run
+        self.probe = LagProbe(
+            run.loop, probe_interval(conf.SLOW_CALLBACK_DURATION), conf.SLOW_CALLBACK_DURATION
+        )
+        assert run.thread_id is not None
+        self.watcher = Watcher(
+            self.probe,
+            run.thread_id,
+            slow_after=conf.SLOW_CALLBACK_DURATION,
+            stall_after=conf.WATCHDOG_SECONDS,
+            alive=lambda: not run.finished,
+        )
+        self.server = StatusServer(run.loop, lambda: snapshot(run), status_dir(conf.STATUS_DIR))
+
+    def start(self) -> None:
+        """Start everything; called on the loop thread right after the loop starts."""
+        loop = self.run.loop
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(_log_loop_error)
+        self.probe.start()
+        self.watcher.start()
+        try:
+            self.server.serve(self.server.bind())
+        except (OSError, RuntimeError, StatusDirError) as exc:
+            logger.error("The status socket is off for this loop (pid %d): %s", os.getpid(), exc)
+
+    async def close(self) -> None:
+        """Stop everything; called on the loop thread in the shutdown sequence."""
+        self.watcher.stop()
+        self.probe.stop()
+        await self.server.close()
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's reports (an exception nobody retrieved, a failing callback),
+    on the ``django_looptoken`` logger."""
+    message = context.get("message") or "Unhandled error in the shared loop."
+    details = "".join(
+        f"\n{key}: {value!r}"
+        for key, value in context.items()
+        if key not in ("message", "exception")
+    )
+    logger.error("%s%s", message, details, exc_info=context.get("exception"))
+
+
+_monitors: weakref.WeakKeyDictionary[LoopRun, Monitor] = weakref.WeakKeyDictionary()
+
+
+def _start_monitor(run: LoopRun) -> None:
+    monitor = _monitors[run] = Monitor(run)
+    monitor.start()
+
+
+async def _close_monitor(run: LoopRun) -> None:
+    monitor = _monitors.get(run)
+    if monitor is not None:
+        await monitor.close()
+
+
+_loop_run.started_hooks.append(_start_monitor)
+_shutdown.closing_hooks.append(_close_monitor)
+
+
+# -- the snapshot --------------------------------------------------------------------
+
+
+def backend_name(loop: asyncio.AbstractEventLoop) -> str:
+    """The loop's class as ``module.Qualname`` (``uvloop.Loop``)."""
+    cls = type(loop)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def project() -> str | None:
+    """The settings module of this process (what ``loopstatus`` filters on)."""
+    if settings.configured:
+        module = getattr(settings, "SETTINGS_MODULE", None)
+        if module:
+            return str(module)
+    return os.environ.get("DJANGO_SETTINGS_MODULE") or None
+
+
+def _pending_tasks(run: LoopRun) -> int:
+    if run.finished:
+        return 0
+    # Off the loop thread, asyncio.all_tasks() may see its task set change
+    # under it and raise; it is only a count, so try again.
+    for _ in range(100):
+        try:
+            return len(asyncio.all_tasks(run.loop))
+        except RuntimeError:
+            continue
+    return 0
+
+
+def snapshot(run: LoopRun | None) -> dict[str, Any]:
+    """The status of ``run`` (None: no loop), as documented for ``status()``."""
+    monitor = _monitors.get(run) if run is not None else None
+    if run is None:
+        state = "stopped"
+    elif run.stopping or (runtime().state is STOPPING and runtime().current_run is run):
+        state = "stopping"
+    else:
+        state = "stopped" if run.finished else "running"
+    no_lag: dict[str, float | None] = {"p50": None, "p99": None, "max": None}
+    return {
+        "pid": os.getpid(),
+        "backend": backend_name(run.loop) if run is not None else None,
+        "state": state,
+        "uptime_s": round(time.monotonic() - run.started_at, 3) if run is not None else 0.0,
+        "tokens": run.tokens if run is not None else 0,
+        "tasks": _pending_tasks(run) if run is not None else 0,
+        "await_calls": run.await_calls if run is not None else 0,
+        "await_errors": run.await_errors if run is not None else 0,
+        "await_timeouts": run.await_timeouts if run is not None else 0,
+        "lag_ms": monitor.probe.lag_ms() if monitor is not None else no_lag,
+        "slow_callbacks": monitor.watcher.slow_callbacks if monitor is not None else 0,
+        "project": project(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+    }
+
+
+def status() -> dict[str, Any]:
+    """A JSON-serialisable snapshot of this process's shared loop.
+
+    Keys: ``pid``, ``backend``, ``state`` (``running``/``stopping``/``stopped``),
+    ``uptime_s``, ``tokens``, ``tasks``, ``await_calls``, ``await_errors``,
+    ``await_timeouts``, ``lag_ms`` (``p50``/``p99``/``max`` over the last
+    minute), ``slow_callbacks``, ``project``, ``python``, ``django``. Callable
+    from any thread; with no loop running the counts are zero.
+    """
+    return snapshot(runtime().current_run)
+
+
+def would_start() -> dict[str, Any]:
+    """What this configuration would start: backend, uvloop, settings, errors."""
+    from django_looptoken.checks import settings_errors
+
+    errors = [f"{error.id}: {error.msg}" for error in settings_errors()]
+    backend: str | None = None
+    if not errors:
+        factory = resolve_loop_factory(looptoken_settings.BACKEND)
+        if isinstance(factory, type):
+            backend = f"{factory.__module__}.{factory.__qualname__}"
+        elif getattr(factory, "__module__", None) == "uvloop":
+            backend = "uvloop.Loop"
+        else:
+            backend = f"{looptoken_settings.BACKEND} (a loop factory)"
+    return {
+        "backend": backend,
+        "uvloop_installed": uvloop_available(),
+        "settings": looptoken_settings.merged(),
+        "status_dir": status_dir(looptoken_settings.STATUS_DIR),
+        "errors": errors,
+    }
+
+
+# -- the table shown by loopstatus and the page ---------------------------------------
+
+COLUMNS = (
+    "PID",
+    "STATE",
+    "BACKEND",
+    "UPTIME",
+    "TOKENS",
+    "TASKS",
+    "AWAITS",
+    "ERRORS",
+    "TIMEOUTS",
+    "LAG P50/P99/MAX MS",
+    "SLOW",
+    "PROJECT",
+)
+
+
+def table_row(status: dict[str, Any]) -> list[str]:
+    """One process's status as the table's cells (in ``COLUMNS`` order)."""
+    lag = status.get("lag_ms") or {}
+    lags = "/".join(
+        "-" if lag.get(key) is None else f"{lag[key]:.1f}" for key in ("p50", "p99", "max")
+    )
+    return [
+        str(status.get("pid", "?")),
+        str(status.get("state", "?")),
+        str(status.get("backend") or "-"),
+        _duration(status.get("uptime_s")),
+        str(status.get("tokens", "?")),
+        str(status.get("tasks", "?")),
+        str(status.get("await_calls", "?")),
+        str(status.get("await_errors", "?")),
+        str(status.get("await_timeouts", "?")),
+        lags,
+        str(status.get("slow_callbacks", "?")),
+        str(status.get("project") or "-"),
+    ]
+
+
+def silent_row(pid: int, why: str) -> list[str]:
+    """A table row for a live process that did not answer."""
+    return [str(pid), "no answer", why, *["-"] * (len(COLUMNS) - 3)]
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"

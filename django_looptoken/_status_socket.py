@@ -1,0 +1,421 @@
+"""Status sockets: one Unix socket per process with a running loop, and the client.
+
+Wire protocol (JSON lines, never pickle): the client connects to
+``<STATUS_DIR>/<pid>.sock`` and sends one line, ``{"op": "status"}``; the
+server answers one line, the process's ``status()`` as a JSON object, or
+``{"error": "..."}`` for anything else, and closes the connection. A request
+line may be at most ``REQUEST_LIMIT`` bytes and must arrive within
+``REQUEST_SECONDS``; at most ``MAX_CONNECTIONS`` are served at once.
+
+The server runs on the shared loop itself (a plain ``asyncio.Protocol``: no
+task per connection, nothing for the shutdown sequence to cancel). The
+directory must be a real directory owned by this user with mode ``0700``,
+the socket is ``0600`` and appears under its final name only once it
+listens, so a client never mistakes a starting server for a stale one.
+
+The client (``collect()``) is what ``manage.py loopstatus`` and the status
+page use: it asks every socket in the directory at once, refuses sockets of
+other users, and removes the sockets of dead processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+logger = logging.getLogger("django_looptoken")
+
+REQUEST_LIMIT = 4096
+REQUEST_SECONDS = 2.0
+MAX_CONNECTIONS = 32
+BACKLOG = 64
+# The client's bound on one answer (a status line is well under 1 KiB).
+ANSWER_LIMIT = 64 * 1024
+CLIENT_SECONDS = 2.0
+
+_NAME = re.compile(r"^(\d+)\.sock(\.new)?$")
+
+Answer = Callable[[], dict[str, Any]]
+_T = TypeVar("_T")
+
+
+class StatusDirError(Exception):
+    """The status directory is missing, unsafe or unusable; the message says why."""
+
+
+def status_dir(configured: str | None) -> str:
+    """The directory for status sockets: the setting, or a per-user temp dir."""
+    if configured is not None:
+        return os.path.abspath(configured)
+    return os.path.join(tempfile.gettempdir(), f"django-looptoken-{os.getuid()}")
+
+
+def check_dir(path: str) -> None:
+    """Raise StatusDirError unless ``path`` is a directory (not a symlink)
+    owned by this user with mode 0700."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise StatusDirError(f"status directory {path} cannot be read: {exc.strerror}.") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise StatusDirError(
+            f"status directory {path} is a symlink; refusing it. Remove it, or set "
+            'LOOPTOKEN["STATUS_DIR"] to a directory of your own.'
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise StatusDirError(f"status directory {path} is not a directory.")
+    if info.st_uid != os.getuid():
+        raise StatusDirError(
+            f"status directory {path} is owned by uid {info.st_uid}, not by this user "
+            f'(uid {os.getuid()}); refusing it. Set LOOPTOKEN["STATUS_DIR"] to a '
+            "directory of your own."
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode != 0o700:
+        raise StatusDirError(
+            f"status directory {path} has mode {mode:04o}; it must be 0700 (chmod 700 {path})."
+        )
+
+
+def make_dir(path: str) -> None:
+    """Create ``path`` with mode 0700 if missing, then check it (StatusDirError)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StatusDirError(f"status directory {path} cannot be created: {exc}.") from exc
+    check_dir(path)
+
+
+def socket_path(directory: str, pid: int) -> str:
+    """Where process ``pid`` serves its status."""
+    return os.path.join(directory, f"{pid}.sock")
+
+
+# -- the server, on the shared loop ------------------------------------------------
+
+
+class StatusServer:
+    """The status socket of one life of the shared loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, answer: Answer, directory: str) -> None:
+        self.loop = loop
+        self.answer = answer
+        self.path = socket_path(directory, os.getpid())
+        self.connections: set[_Connection] = set()
+        self._directory = directory
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: tuple[int, int] | None = None
+
+    def bind(self) -> socket.socket:
+        """Make the directory and a listening 0600 socket under the final name.
+
+        Bound under a temporary name, made 0600 and listening before the
+        rename, so the final name never shows a socket that refuses
+        connections (which a client would take for a stale one).
+        """
+        make_dir(self._directory)
+        temporary = self.path + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)  # our pid's: left by a process that died here before
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(temporary)
+            os.chmod(temporary, 0o600)
+            sock.listen(BACKLOG)
+            os.rename(temporary, self.path)  # replaces a stale socket of a dead same pid
+            info = os.stat(self.path)
+            self._inode = (info.st_dev, info.st_ino)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        return sock
+
+    def serve(self, sock: socket.socket) -> None:
+        """Serve connections on ``sock`` (from ``bind()``) until ``close()``.
+
+        Runs on the loop thread and starts at once, without a task: a fresh
+        loop shows no task of ours (see ``_complete``).
+        """
+        try:
+            server = _complete(
+                self.loop.create_unix_server(
+                    lambda: _Connection(self), sock=sock, start_serving=False
+                )
+            )
+            if server is None:
+                raise RuntimeError("the event loop did not create the server at once")
+            self._server = server
+            _complete(server.start_serving())
+            if not server.is_serving():
+                raise RuntimeError("the event loop did not start serving at once")
+        except BaseException:
+            sock.close()
+            self._unlink()
+            raise
+
+    async def close(self) -> None:
+        """Stop listening, drop live connections, remove the socket file."""
+        self._unlink()
+        server, self._server = self._server, None
+        for connection in list(self.connections):
+            connection.abort()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    def _unlink(self) -> None:
+        # Only our own socket: a later process with our pid may have replaced it.
+        try:
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("Could not remove the status socket %s: %s", self.path, exc)
+        self._inode = None
+
+
+def _complete(coro: Coroutine[Any, Any, _T]) -> _T | None:
+    """Run ``coro`` now, on the loop thread, to its end or its first suspension.
+
+    For server calls that wait for nothing: asyncio's ``Server.start_serving()``
+    listens at once and then gives the loop a courtesy turn (``await
+    sleep(0)``), which is dropped here. None if it suspended; callers check
+    that what they asked for happened.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(_T, done.value)
+    coro.close()
+    return None
+
+
+class _Connection(asyncio.Protocol):
+    """One client: one request line in, one JSON line out, then close."""
+
+    def __init__(self, server: StatusServer) -> None:
+        self._server = server
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports have the Transport methods without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        if len(self._server.connections) >= MAX_CONNECTIONS:
+            self._transport.abort()  # too many at once: the client sees the connection close
+            return
+        self._server.connections.add(self)
+        self._timer = self._server.loop.call_later(REQUEST_SECONDS, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        self._buffer += data
+        end = self._buffer.find(b"\n")
+        if end >= 0:
+            self._reply(self._respond(bytes(self._buffer[:end])))
+        elif len(self._buffer) > REQUEST_LIMIT:
+            self._reply({"error": f"request longer than {REQUEST_LIMIT} bytes"})
+
+    def eof_received(self) -> bool:
+        # A client may half-close after its line, with or without the newline.
+        if not self._answered:
+            self._reply(self._respond(bytes(self._buffer)) if self._buffer else _EMPTY)
+        return True  # keep the transport: _reply() closes it once written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def abort(self) -> None:
+        """Drop the connection now (timeout, or the server closes)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _respond(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            return {"error": "the request is not UTF-8"}
+        except (ValueError, RecursionError):
+            return {"error": 'the request is not JSON; send {"op": "status"}'}
+        if not isinstance(request, dict) or request.get("op") != "status":
+            return {"error": 'unknown request; send {"op": "status"}'}
+        try:
+            return self._server.answer()
+        except Exception:
+            logger.exception("Building the status for the status socket failed.")
+            return {"error": "internal error, see the server's log"}
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        self._answered = True
+        self._buffer.clear()
+        assert self._transport is not None
+        if self._transport.is_closing():
+            return
+        self._transport.pause_reading()
+        self._transport.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self._transport.close()  # after the write is flushed; the timer bounds that
+
+
+_EMPTY = {"error": 'empty request; send {"op": "status"}'}
+
+
+# -- the client ----------------------------------------------------------------------
+
+
+@dataclass
+class Listing:
+    """What ``collect()`` found in the status directory."""
+
+    directory: str
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    # Live processes that did not answer in time: (pid, why).
+    silent: list[tuple[int, str]] = field(default_factory=list)
+    # Things the user should know: refused sockets, stale sockets removed.
+    notes: list[str] = field(default_factory=list)
+    # Set when the directory itself is unusable; nothing was asked then.
+    error: str | None = None
+
+
+def collect(directory: str, *, exclude_pid: int | None = None) -> Listing:
+    """Ask every status socket in ``directory`` for its status, in parallel.
+
+    Sockets not owned by this user are refused (never connected to); sockets
+    of dead processes, or that refuse connections, are removed. A missing
+    directory means no process has served a status yet.
+    """
+    listing = Listing(directory)
+    if not os.path.lexists(directory):
+        return listing
+    try:
+        check_dir(directory)
+        names = sorted(os.listdir(directory))
+    except (OSError, StatusDirError) as exc:
+        listing.error = str(exc)
+        return listing
+    targets: list[tuple[int, str, os.stat_result]] = []
+    for name in names:
+        match = _NAME.match(name)
+        if match is None:
+            continue
+        pid, path = int(match.group(1)), os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue  # its process just removed it
+        if info.st_uid != os.getuid():
+            listing.notes.append(
+                f"Refused {path}: owned by uid {info.st_uid}, not by you (uid {os.getuid()})."
+            )
+            continue
+        if not stat.S_ISSOCK(info.st_mode):
+            listing.notes.append(f"Ignored {path}: not a socket.")
+            continue
+        if pid == exclude_pid:
+            continue
+        if not _alive(pid):
+            _remove_stale(path, info, f"process {pid} is gone", listing)
+        elif match.group(2) is None:  # a .new socket is not listening yet
+            targets.append((pid, path, info))
+    if not targets:
+        return listing
+    with concurrent.futures.ThreadPoolExecutor(min(len(targets), 16)) as pool:
+        answers = list(pool.map(lambda target: _ask_safely(target[1]), targets))
+    for (pid, path, info), (status, problem) in zip(targets, answers, strict=True):
+        if status is not None:
+            listing.processes.append(status)
+        elif problem == "refused":
+            _remove_stale(path, info, f"process {pid} does not serve it", listing)
+        elif problem != "gone":
+            listing.silent.append((pid, problem))
+    listing.processes.sort(key=lambda status: int(status.get("pid", 0)))
+    return listing
+
+
+def ask(path: str, timeout: float | None = None) -> dict[str, Any]:
+    """One status request to the socket at ``path``; raises OSError or ValueError."""
+    timeout = CLIENT_SECONDS if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(b'{"op": "status"}\n')
+        answer = bytearray()
+        while b"\n" not in answer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no complete answer in time")
+            sock.settimeout(remaining)
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError("closed before a complete answer")
+            answer += chunk
+            if len(answer) > ANSWER_LIMIT:
+                raise ValueError(f"answer longer than {ANSWER_LIMIT} bytes")
+    message = json.loads(answer[: answer.index(b"\n")])
+    if not isinstance(message, dict):
+        raise ValueError("the answer is not a JSON object")
+    if "error" in message:
+        raise ValueError(f"the process answered an error: {message['error']}")
+    return message
+
+
+def _ask_safely(path: str) -> tuple[dict[str, Any] | None, str]:
+    try:
+        return ask(path), ""
+    except FileNotFoundError:
+        return None, "gone"
+    except ConnectionRefusedError:
+        return None, "refused"
+    except TimeoutError:
+        return None, f"no answer within {CLIENT_SECONDS:g} s (is its loop blocked?)"
+    except OSError as exc:
+        if exc.errno == errno.ECONNREFUSED:
+            return None, "refused"
+        return None, f"could not ask it: {exc}"
+    except ValueError as exc:
+        return None, f"bad answer: {exc}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, but another user's: the pid was reused
+    return True
+
+
+def _remove_stale(path: str, seen: os.stat_result, why: str, listing: Listing) -> None:
+    try:
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) == (seen.st_dev, seen.st_ino):
+            os.unlink(path)
+            listing.notes.append(f"Removed the stale status socket {path} ({why}).")
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        listing.notes.append(f"Could not remove the stale status socket {path}: {exc}.")

@@ -1,0 +1,142 @@
+"""The status page in a real browser: headless Debian Chromium against gunicorn.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs
+them when run as root, as CI does). Without them this test fails and says how
+to install them. The screenshot goes to the test's tmp dir; with
+``LOOPTOKEN_UPDATE_SCREENSHOT=1`` it also replaces ``docs/status-page.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ROOT, stop
+from tests.integration.status_servers import StatusServer, held_requests, settings_env
+from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOT = ROOT / "docs" / "status-page.png"
+DEADLINE = 60.0
+WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
+
+# Run in `manage.py shell`: a staff user and a logged-in session; prints its key.
+CREATE_STAFF = """
+from django.contrib.auth.models import User
+from django.test import Client
+client = Client()
+client.force_login(User.objects.create_user("operator", is_staff=True))
+print(client.cookies["sessionid"].value)
+"""
+
+
+def require_browser() -> None:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not found: the status page's browser test needs "
+            "Debian's Chromium and ChromeDriver. `make test` installs them when run as "
+            "root; otherwise run: sudo apt-get update && sudo apt-get install chromium "
+            "chromium-driver",
+            pytrace=False,
+        )
+
+
+def django_admin(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_staff_user_sees_every_worker_in_headless_chromium(
+    status_gunicorn: Callable[..., StatusServer], tmp_path: Path
+) -> None:
+    require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    database = tmp_path / "db.sqlite3"
+    setup_env = settings_env(tmp_path / "setup-status", database)
+    django_admin(setup_env, "migrate", "--noinput")
+    # The last line: Django 5.2's shell first says what it imported.
+    session_key = django_admin(setup_env, "shell", "-c", CREATE_STAFF).splitlines()[-1]
+
+    server = status_gunicorn(*WORKERS, database=database)
+    workers = {p["pid"] for p in server.wait_for_workers(2)}
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,400",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(argument)
+    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        driver.set_page_load_timeout(DEADLINE)
+        page = server.server.url + "looptoken/"
+        driver.get(page)  # anonymous: Django's login redirect
+        assert driver.current_url == server.server.url + "accounts/login/?next=/looptoken/"
+        driver.get(server.server.url + "tokens/")  # a page of the site (200) for the cookie
+        driver.add_cookie({"name": "sessionid", "value": session_key, "path": "/"})
+
+        with held_requests(server, tmp_path, 3) as per_worker:
+            driver.get(page)
+            heading = driver.find_element(By.TAG_NAME, "h1").text
+            assert heading == "Shared event loops of tests.integration.status_settings"
+            header = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#processes th")]
+            rows = driver.find_elements(By.CSS_SELECTOR, "#processes tbody tr")
+            cells = {
+                int(row.find_element(By.TAG_NAME, "td").text): [
+                    td.text for td in row.find_elements(By.TAG_NAME, "td")
+                ]
+                for row in rows
+            }
+            assert set(cells) == workers
+            for pid, row in cells.items():
+                assert row[header.index("STATE")] == "running"
+                assert row[header.index("BACKEND")] == "uvloop.Loop"
+                assert int(row[header.index("TASKS")]) >= per_worker[pid]
+            # The app's token per worker, two per held request, and the page's own.
+            tokens = sum(int(row[header.index("TOKENS")]) for row in cells.values())
+            assert tokens == len(workers) + 2 * sum(per_worker.values()) + 1
+            state = rows[0].find_elements(By.TAG_NAME, "td")[header.index("STATE")]
+            assert state.value_of_css_property("color") == "rgba(23, 111, 44, 1)"  # green
+            shot = tmp_path / "status-page.png"
+            assert driver.save_screenshot(str(shot))
+        # The page reloads itself (meta refresh): the old table goes stale.
+        WebDriverWait(driver, 30).until(expected_conditions.staleness_of(rows[0]))
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#processes tbody tr")) == 2
+    finally:
+        driver.quit()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("LOOPTOKEN_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
+    assert stop(server.server) == 0

@@ -1,0 +1,173 @@
+"""loopstatus next to a real gunicorn (2 gthread workers, AUTOSTART on)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from django_looptoken._status_socket import REQUEST_LIMIT, ask
+from tests.integration.conftest import NOISE, stop
+from tests.integration.status_servers import StatusServer, held_requests
+from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
+
+DEADLINE = 60.0
+WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
+HELD = 4
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def by_pid(processes: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {p["pid"]: p for p in processes}
+
+
+def test_loopstatus_lists_both_workers_and_follows_their_requests(
+    status_gunicorn: Callable[..., StatusServer], tmp_path: Path
+) -> None:
+    server = status_gunicorn(*WORKERS)
+    master = server.server.process.pid
+    idle = by_pid(server.wait_for_workers(2))
+    for pid, status in idle.items():
+        assert parent_of(pid) == master  # the workers, not the master (no --preload)
+        assert status["state"] == "running"
+        assert status["backend"] == "uvloop.Loop"
+        assert (status["tokens"], status["tasks"]) == (1, 0)  # the app's token, nothing running
+        assert status["project"] == "tests.integration.status_settings"
+        assert (server.status_dir / f"{pid}.sock").exists()
+
+    table = server.loopstatus()
+    assert table.returncode == 0, table.stderr
+    for pid in idle:
+        (row,) = [line for line in table.stdout.splitlines() if line.startswith(f"{pid} ")]
+        assert row.split()[1:3] == ["running", "uvloop.Loop"]
+
+    with held_requests(server, tmp_path, HELD) as per_worker:
+        busy = by_pid(server.processes())
+        for pid, status in busy.items():
+            # The app's token plus two per request (the middleware's and
+            # its await_'s), and at least the await_ task of each request.
+            assert status["tokens"] == 1 + 2 * per_worker[pid]
+            assert status["tasks"] >= per_worker[pid]
+    assert sum(per_worker.values()) == HELD
+
+    deadline = time.monotonic() + DEADLINE
+    done = server.processes()
+    while any(p["tokens"] != 1 or p["tasks"] for p in done):
+        assert time.monotonic() < deadline, f"requests never finished: {done}"
+        done = server.processes()
+    assert sum(p["await_calls"] for p in done) >= HELD
+
+    assert stop(server.server) == 0
+    assert sorted(os.listdir(server.status_dir)) == []  # each worker removed its socket
+    for noise in NOISE:
+        assert noise not in server.server.stderr()
+
+
+def test_hostile_input_then_status_and_requests_still_answer(
+    status_gunicorn: Callable[..., StatusServer],
+) -> None:
+    server = status_gunicorn(*WORKERS)
+    pid = server.wait_for_workers(2)[0]["pid"]
+    path = str(server.status_dir / f"{pid}.sock")
+    rng = random.Random(7)
+
+    def connect() -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(DEADLINE)
+        sock.connect(path)
+        return sock
+
+    def drain(sock: socket.socket) -> bytes:
+        data = b""
+        with contextlib.suppress(ConnectionResetError):  # after what was sent before it
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data
+
+    limit = REQUEST_LIMIT
+    with httpx.Client(base_url=server.server.url, timeout=DEADLINE) as client:
+        crowd = [connect() for _ in range(64)]  # many at once, all silent
+        try:
+            assert client.get("where/decorated/").json()["on_shared_loop"] is True
+        finally:
+            for sock in crowd:
+                sock.close()
+    deadline = time.monotonic() + DEADLINE
+    while True:  # the server drops the crowd's connections, then answers again
+        with contextlib.suppress(OSError, ValueError):
+            assert ask(path)["pid"] == pid
+            break
+        assert time.monotonic() < deadline, "the status socket did not recover"
+        time.sleep(0.01)
+    for round_ in range(30):
+        junk = rng.randbytes(rng.randrange(1, 2 * limit)) + b"\n" * (round_ % 2)
+        with connect() as sock:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(junk)  # the server may answer and close before the end
+                sock.shutdown(socket.SHUT_WR)
+            answer = drain(sock)
+        if len(junk) <= limit:  # whole requests always get their error line
+            assert "error" in json.loads(answer), answer
+    half_closed = [connect() for _ in range(10)]
+    for sock in half_closed:
+        sock.shutdown(socket.SHUT_WR)
+    for sock in half_closed:
+        assert "empty request" in json.loads(drain(sock))["error"]
+        sock.close()
+    with connect() as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"\xff" * (1 << 20))  # a megabyte, no newline
+        answer = drain(sock)
+        assert answer == b"" or "longer than" in json.loads(answer)["error"]
+
+    assert ask(path)["pid"] == pid
+    with httpx.Client(base_url=server.server.url, timeout=DEADLINE) as client:
+        for _ in range(10):
+            assert client.get("where/decorated/").json()["on_shared_loop"] is True
+    assert stop(server.server) == 0
+    for noise in NOISE:
+        assert noise not in server.server.stderr()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_sigkill_leaves_stale_sockets_that_the_next_listing_removes(
+    status_gunicorn: Callable[..., StatusServer],
+) -> None:
+    server = status_gunicorn(*WORKERS)
+    pids = sorted(by_pid(server.wait_for_workers(2)))
+    server.server.process.kill()  # the master first, so that nobody respawns workers
+    server.server.process.wait(DEADLINE)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + DEADLINE
+    while not all(_gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, "the workers did not die"
+        time.sleep(0.01)
+    assert sorted(os.listdir(server.status_dir)) == sorted(f"{pid}.sock" for pid in pids)
+
+    result = server.loopstatus()
+    assert result.returncode == 0, result.stderr
+    assert "No live process of project tests.integration.status_settings" in result.stdout
+    for pid in pids:
+        assert f"Removed the stale status socket {server.status_dir}/{pid}.sock" in result.stderr
+    assert os.listdir(server.status_dir) == []

@@ -1,0 +1,315 @@
+"""status(): every field, the lag probe, slow callbacks, the watchdog, loop error logging."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import django
+import pytest
+
+import django_looptoken as looptoken
+from django_looptoken import _status
+from django_looptoken._runtime import runtime
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+FIELDS = {
+    "pid",
+    "backend",
+    "state",
+    "uptime_s",
+    "tokens",
+    "tasks",
+    "await_calls",
+    "await_errors",
+    "await_timeouts",
+    "lag_ms",
+    "slow_callbacks",
+    "project",
+    "python",
+    "django",
+}
+# Bounds failures only (2 shared cores): a passing test is done well before.
+DEADLINE = 20.0
+
+
+@pytest.fixture(autouse=True)
+def own_status_dir(looptoken_settings: Any, tmp_path: Path) -> Path:
+    """Every loop of these tests keeps its status socket in the test's own dir."""
+    status_dir = tmp_path / "status"
+    looptoken_settings(STATUS_DIR=str(status_dir))
+    return status_dir
+
+
+@pytest.fixture
+def token() -> Iterator[looptoken.LoopToken]:
+    with looptoken.start_loop() as token:
+        yield token
+
+
+def wait_for(condition: Callable[[], object], what: str) -> None:
+    """Poll ``condition`` until true; fail at the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "django_looptoken" and text in r.getMessage()]
+
+
+def test_without_a_loop_it_says_stopped_with_zero_counts() -> None:
+    snapshot = looptoken.status()
+    assert set(snapshot) == FIELDS
+    assert snapshot["state"] == "stopped"
+    assert snapshot["backend"] is None
+    assert snapshot["tokens"] == snapshot["tasks"] == snapshot["await_calls"] == 0
+    assert snapshot["lag_ms"] == {"p50": None, "p99": None, "max": None}
+    assert json.loads(json.dumps(snapshot)) == snapshot
+
+
+def test_a_running_loop_reports_every_field(backend: str, token: looptoken.LoopToken) -> None:
+    loop = looptoken.get_loop()
+    snapshot = looptoken.status()
+    assert set(snapshot) == FIELDS
+    assert json.loads(json.dumps(snapshot)) == snapshot
+    expected_backend = "uvloop.Loop" if backend == "uvloop" else "asyncio.unix_events."
+    assert snapshot["backend"].startswith(expected_backend)
+    assert snapshot["backend"] == f"{type(loop).__module__}.{type(loop).__qualname__}"
+    assert snapshot["state"] == "running"
+    assert snapshot["pid"] == os.getpid()
+    assert snapshot["tokens"] == 1
+    assert snapshot["uptime_s"] >= 0
+    assert snapshot["project"] == "tests.settings"
+    assert snapshot["python"] == platform.python_version()
+    assert snapshot["django"] == django.get_version()
+    time.sleep(0.01)
+    assert looptoken.status()["uptime_s"] > snapshot["uptime_s"]
+
+
+def test_tokens_and_tasks_follow_what_is_held(token: looptoken.LoopToken) -> None:
+    gate: asyncio.Event = looptoken.await_(_make_event())
+    futures = [looptoken.spawn(gate.wait()) for _ in range(3)]
+    extra = looptoken.start_loop()
+    try:
+        wait_for(lambda: looptoken.status()["tasks"] == 3, "three pending tasks")
+        assert looptoken.status()["tokens"] == 2
+    finally:
+        extra.release()
+        looptoken.get_loop().call_soon_threadsafe(gate.set)
+    for future in futures:
+        future.result(timeout=DEADLINE)
+    wait_for(lambda: looptoken.status()["tasks"] == 0, "no pending task")
+    assert looptoken.status()["tokens"] == 1
+
+
+def test_await_counters(token: looptoken.LoopToken) -> None:
+    async def fail() -> None:
+        raise ValueError("counted")
+
+    looptoken.await_(asyncio.sleep(0))
+    with pytest.raises(ValueError, match="counted"):
+        looptoken.await_(fail())
+    with pytest.raises(TimeoutError):
+        looptoken.await_(asyncio.sleep(10), timeout=0.01)
+    snapshot = looptoken.status()
+    assert (snapshot["await_calls"], snapshot["await_errors"], snapshot["await_timeouts"]) == (
+        3,
+        2,
+        1,
+    )
+
+
+def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None:
+    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    wait_for(lambda: probe.beats >= 5, "five probe ticks")
+    lag = looptoken.status()["lag_ms"]
+    assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
+
+    async def block() -> None:
+        time.sleep(0.3)  # noqa: ASYNC251 - holds the loop: the next tick is that late
+
+    looptoken.await_(block())
+    wait_for(lambda: looptoken.status()["lag_ms"]["max"] >= 150, "the late tick")
+    assert looptoken.status()["lag_ms"]["p50"] < 150  # one late tick among many
+
+
+def test_the_probe_window_keeps_one_minute() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        probe = _status.LagProbe(loop, 0.05, 0.1)
+        now = time.monotonic()
+        probe._samples.extend([(now - 120, 5.0), (now - 1, 0.002), (now, 0.004)])
+        assert probe.lag_ms() == {"p50": 2.0, "p99": 4.0, "max": 4.0}
+    finally:
+        loop.close()
+
+
+def test_probe_interval_is_half_the_slow_threshold_within_bounds() -> None:
+    assert _status.probe_interval(0.1) == 0.05
+    assert _status.probe_interval(0.001) == _status.MIN_INTERVAL
+    assert _status.probe_interval(30) == _status.MAX_INTERVAL
+
+
+async def _make_event() -> asyncio.Event:
+    return asyncio.Event()
+
+
+async def sleepy_coroutine(seconds: float) -> None:
+    """Blocks the loop thread: what the slow-callback log must name."""
+    time.sleep(seconds)  # noqa: ASYNC251 - the blocking call under test
+
+
+def test_a_slow_callback_is_counted_and_logged_with_its_name(
+    looptoken_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    looptoken_settings(SLOW_CALLBACK_DURATION=0.1, DEBUG=False)
+    with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
+        before = looptoken.status()["slow_callbacks"]
+        looptoken.await_(sleepy_coroutine(0.5))
+        wait_for(lambda: records(caplog, "was blocked for"), "the slow callback's log")
+        assert looptoken.status()["slow_callbacks"] >= before + 1
+    (record, *_) = records(caplog, "was blocked for")
+    assert record.levelno == logging.WARNING
+    assert "tests.test_status.sleepy_coroutine" in record.getMessage()
+    blocked = float(record.getMessage().split("blocked for ")[1].split(" s")[0])
+    assert 0.3 < blocked < 5
+
+
+def test_a_quick_loop_counts_no_slow_callback(looptoken_settings: Any) -> None:
+    # A generous threshold, so that this shared machine's hiccups do not count.
+    looptoken_settings(SLOW_CALLBACK_DURATION=2.0, WATCHDOG_SECONDS=10.0)
+    with looptoken.start_loop():
+        for _ in range(50):
+            looptoken.await_(asyncio.sleep(0.001))
+        assert looptoken.status()["slow_callbacks"] == 0
+
+
+def test_the_watchdog_logs_the_stack_of_a_stalled_loop_once(
+    looptoken_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    looptoken_settings(SLOW_CALLBACK_DURATION=0.1, WATCHDOG_SECONDS=0.4)
+    with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
+        looptoken.await_(sleepy_coroutine(1.5))  # a stall of well over 0.4 s
+        wait_for(lambda: records(caplog, "was blocked for"), "the end of the stall")
+    (stall,) = records(caplog, "has not run for")
+    assert stall.levelno == logging.ERROR
+    message = stall.getMessage()
+    assert "WATCHDOG_SECONDS is 0.4" in message
+    assert "in sleepy_coroutine" in message  # the stack names the culprit
+    assert "time.sleep(seconds)" in message
+
+
+def test_an_idle_loop_thread_runs_no_code_of_yours(token: looptoken.LoopToken) -> None:
+    watcher = _status._monitors[runtime().current_run].watcher  # type: ignore[index]
+    assert watcher._culprit().startswith("no code of yours: the loop thread was in ")
+
+
+def test_the_watchdog_can_be_turned_off(
+    looptoken_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    looptoken_settings(SLOW_CALLBACK_DURATION=0.1, WATCHDOG_SECONDS=None)
+    with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
+        looptoken.await_(sleepy_coroutine(0.6))
+        wait_for(lambda: records(caplog, "was blocked for"), "the slow callback's log")
+    assert not records(caplog, "has not run for")
+
+
+def test_the_watcher_thread_ends_with_the_loop() -> None:
+    def watchers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "looptoken-watchdog"]
+
+    with looptoken.start_loop():
+        (watcher,) = watchers()
+        assert watcher.daemon
+    assert not watcher.is_alive()
+    assert not watchers()
+
+
+def test_status_from_another_thread_while_tasks_change(token: looptoken.LoopToken) -> None:
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(looptoken.status()["tasks"])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(200):
+            looptoken.await_multiple([asyncio.sleep(0) for _ in range(5)])
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+    assert seen
+    assert all(count >= 0 for count in seen)
+
+
+def test_state_is_stopping_during_the_shutdown_sequence() -> None:
+    token = looptoken.start_loop()
+    release: asyncio.Event = looptoken.await_(_make_event())
+    looptoken.spawn(looptoken.shutdown_waits_for(release.wait()))
+    stopper = threading.Thread(target=token.release)  # returns once the loop is closed
+    stopper.start()
+    try:
+        wait_for(lambda: looptoken.status()["state"] == "stopping", "the stopping state")
+    finally:
+        looptoken.get_loop().call_soon_threadsafe(release.set)
+        stopper.join(DEADLINE)
+    assert looptoken.status()["state"] == "stopped"
+
+
+def test_an_unretrieved_task_exception_is_logged_on_our_logger(
+    token: looptoken.LoopToken, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def fail() -> None:
+        raise KeyError("nobody looked")
+
+    async def orphan() -> None:
+        task = asyncio.get_running_loop().create_task(fail())
+        await asyncio.sleep(0.01)
+        assert task.done()
+        del task
+        gc.collect()
+
+    with caplog.at_level(logging.ERROR, logger="django_looptoken"):
+        looptoken.await_(orphan())
+    (record,) = records(caplog, "Task exception was never retrieved")
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], KeyError)
+
+
+def test_a_user_exception_handler_is_kept(looptoken_settings: Any) -> None:
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        pass
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loop = asyncio.SelectorEventLoop()
+        loop.set_exception_handler(handler)
+        return loop
+
+    _factories["with_handler"] = factory
+    looptoken_settings(BACKEND="tests.test_status.make_loop_with_handler")
+    with looptoken.start_loop():
+        assert looptoken.get_loop().get_exception_handler() is handler
+    assert runtime().current_run is None
+
+
+_factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {}
+
+
+def make_loop_with_handler() -> asyncio.AbstractEventLoop:
+    """A loop factory for BACKEND that sets its own exception handler."""
+    return _factories["with_handler"]()
