@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import inspect
-import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +17,7 @@ from django.views import View
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
-from tests.testapp import views
+from tests.testapp import debug_page, views
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -111,21 +109,6 @@ def test_the_coroutines_exception_reaches_django_with_its_frames(client: Client)
     assert "failing" in frames
 
 
-def raise_line(view: Callable[..., Any], text: str) -> int:
-    """The line number of the first source line of ``view`` containing ``text``."""
-    lines, first = inspect.getsourcelines(view)
-    return first + next(i for i, line in enumerate(lines) if text in line)
-
-
-def debug_page_frames(content: bytes) -> list[tuple[str, int, str]]:
-    """(file, line, function) of each frame in a technical 500 page's traceback."""
-    text = html.unescape(content.decode())
-    return [
-        (path, int(line), name)
-        for path, line, name in re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text)
-    ]
-
-
 @pytest.mark.parametrize(
     ("path", "coroutine_function", "raising_line"),
     [
@@ -144,13 +127,13 @@ def test_the_debug_500_page_shows_the_coroutines_own_frame(
     settings.DEBUG = True
     response = Client(raise_request_exception=False).get(path)
     assert response.status_code == 500
-    page = html.unescape(response.content.decode())
+    page = debug_page.page_text(response.content)
     assert f"LookupError at {path}" in page
     assert raising_line in page
     # The innermost frame is the async def's own, at the line that raised.
-    line = raise_line(coroutine_function, raising_line)
+    line = debug_page.line_of(coroutine_function, raising_line)
     expected = (views.__file__, line, coroutine_function.__name__)
-    assert debug_page_frames(response.content)[-1] == expected
+    assert debug_page.frames(response.content)[-1] == expected
 
 
 @pytest.mark.parametrize(
