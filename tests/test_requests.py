@@ -44,6 +44,15 @@ def test_a_streaming_response_keeps_its_token_until_the_stream_is_done(client: C
         assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
 
 
+@pytest.mark.django_db  # closing a response sends request_finished: connections close
+def test_a_stream_closed_before_its_end_releases_its_token(client: Client) -> None:
+    with looptoken.start_loop():
+        response = client.get("/streaming/")
+        assert next(iter(response.streaming_content)) == b"2\n"  # type: ignore[attr-defined]
+        response.close()  # as a WSGI server does when its client goes away
+        assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
+
+
 def test_an_async_iterator_stream_keeps_its_token_until_it_is_done(client: Client) -> None:
     with looptoken.start_loop():
         response = client.get("/async-streaming/")
