@@ -61,7 +61,7 @@ def test_an_async_iterator_stream_keeps_its_token_until_it_is_done(client: Clien
         # with async_to_sync, which ASYNC_VIEWS puts on the shared loop.
         with pytest.warns(Warning, match="must consume asynchronous iterators"):
             body = b"".join(response)
-        assert body == b"2 True\n" * 3
+        assert body == b"True 2 True\n" * 3
         assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
 
 

@@ -114,17 +114,19 @@ def open_gate(request: HttpRequest, key: str) -> JsonResponse:
 
 
 def gated_stream(request: HttpRequest, key: str) -> StreamingHttpResponse:
-    """Streams the token count, waits for gate ``key``, then ``?then_kib=`` KiB and ``end``."""
+    """Streams whether the request's token is held, waits for gate ``key``, then
+    ``?then_kib=`` KiB and whether the token is held still."""
     then_kib = int(request.GET.get("then_kib", "0"))
+    token = request.looptoken  # type: ignore[attr-defined]
 
     def chunks() -> Iterator[bytes]:
-        yield f"{_tokens()}\n".encode()
+        yield f"held {token.held}\n".encode()
         if not _gate(key).wait(GATE_SECONDS):
             yield b"the gate never opened\n"
             return
         for _ in range(then_kib // 64):
             yield b"x" * 65536
-        yield b"end\n"
+        yield f"held {token.held}\n".encode()
 
     return StreamingHttpResponse(chunks())
 

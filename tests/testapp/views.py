@@ -152,11 +152,13 @@ async def plain_async_failing(request: HttpRequest) -> HttpResponse:
 def async_streaming(request: HttpRequest) -> StreamingHttpResponse:
     """A stream from an async iterator: Django consumes it with async_to_sync under WSGI."""
 
+    token = request.looptoken  # type: ignore[attr-defined]
+
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(3):
             await asyncio.sleep(0)
             on_shared_loop = asyncio.get_running_loop() is looptoken.get_loop()
-            yield f"{_tokens()} {on_shared_loop}\n".encode()
+            yield f"{token.held} {_tokens()} {on_shared_loop}\n".encode()
 
     return StreamingHttpResponse(chunks())
 
