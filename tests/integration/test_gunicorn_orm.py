@@ -35,11 +35,11 @@ def client(server: Server) -> Iterator[httpx.Client]:
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("settings", ["plain middleware", "async-only middleware"])
+@pytest.mark.parametrize("middleware", ["sync middleware", "async-only middleware too"])
 def test_concurrent_requests_orm_calls_run_at_once_each_in_its_request_thread(
-    request: pytest.FixtureRequest, style: str, settings: str
+    request: pytest.FixtureRequest, style: str, middleware: str
 ) -> None:
-    name = "server" if settings == "plain middleware" else "server_with_async_middleware"
+    name = "server" if middleware == "sync middleware" else "server_with_async_middleware"
     server: Server = request.getfixturevalue(name)
     key = uuid.uuid4().hex
     with (
