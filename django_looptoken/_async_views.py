@@ -34,14 +34,20 @@ def route_to_shared_loop() -> None:
     """In this (request) thread, have ``async_to_sync`` use the running shared loop."""
     rt = runtime()
     run = rt.current_run
-    if run is None or rt.state is not RUNNING or not hook_works():
+    if run is None or rt.state is not RUNNING:
+        # The loop this thread noted for an earlier request may be stopping
+        # now: a task asgiref put there could be cancelled, or never run.
+        stop_routing()
+        return
+    if not hook_works():
         return
     SyncToAsync.threadlocal.main_event_loop = run.loop
     SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
 
 
 def stop_routing() -> None:
-    """Undo ``route_to_shared_loop`` in this thread (ASYNC_VIEWS turned off).
+    """Undo ``route_to_shared_loop`` in this thread (ASYNC_VIEWS turned off, or
+    the shared loop not running).
 
     Only a shared loop, or a closed loop, is forgotten: a loop asgiref noted
     itself for a running ``sync_to_async`` call stays.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,9 @@ from asgiref.sync import SyncToAsync
 from django.core.checks import run_checks
 from django.test import AsyncClient, Client
 
+import django_looptoken as looptoken
 from django_looptoken import _async_views
+from django_looptoken._runtime import State, runtime
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -100,3 +103,32 @@ def test_if_asgiref_stops_allowing_it_django_behaves_as_without_the_app(
 class _IgnoresWrites(threading.local):
     def __setattr__(self, name: str, value: object) -> None:
         pass
+
+
+def test_a_request_while_the_loop_stops_runs_on_a_loop_of_its_own(settings: Any) -> None:
+    """Without the middleware no token holds the loop for the request: one that
+    starts while the loop stops must not be routed to the stopping loop."""
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if not m.startswith("django_looptoken")]
+    release = threading.Event()
+
+    async def hold_the_stop_open() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+
+    token = looptoken.start_loop()
+    stopper = threading.Thread(target=token.release, name="stopper")
+    try:
+        assert Client().get("/plain-async/").json()["on_shared_loop"] is True  # routed
+        looptoken.spawn(looptoken.shutdown_waits_for(hold_the_stop_open()))
+        stopper.start()
+        deadline = time.monotonic() + 30
+        while runtime().state is not State.STOPPING:
+            assert time.monotonic() < deadline, "the loop never began to stop"
+            time.sleep(0.001)
+        response = Client().get("/plain-async/")
+        assert response.json() == {"on_shared_loop": False, "orm_thread": threading.get_ident()}
+    finally:
+        release.set()
+        if stopper.ident is not None:  # started
+            stopper.join(30)
+        token.release()
+    assert not stopper.is_alive()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,10 +13,11 @@ from asgiref.sync import iscoroutinefunction
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
+from django.views import View
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
-from tests.testapp import views
+from tests.testapp import debug_page, views
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -39,6 +41,27 @@ def test_a_streaming_response_keeps_its_token_until_the_stream_is_done(client: C
         assert runtime().current_run.tokens == 2  # type: ignore[union-attr]
         body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
         assert body == b"2\n2\n2\n"  # the request's token held while streaming
+        assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db  # closing a response sends request_finished: connections close
+def test_a_stream_closed_before_its_end_releases_its_token(client: Client) -> None:
+    with looptoken.start_loop():
+        response = client.get("/streaming/")
+        assert next(iter(response.streaming_content)) == b"2\n"  # type: ignore[attr-defined]
+        response.close()  # as a WSGI server does when its client goes away
+        assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
+
+
+def test_an_async_iterator_stream_keeps_its_token_until_it_is_done(client: Client) -> None:
+    with looptoken.start_loop():
+        response = client.get("/async-streaming/")
+        assert runtime().current_run.tokens == 2  # type: ignore[union-attr]
+        # Iterated as a WSGI server does: Django consumes the async iterator
+        # with async_to_sync, which ASYNC_VIEWS puts on the shared loop.
+        with pytest.warns(Warning, match="must consume asynchronous iterators"):
+            body = b"".join(response)
+        assert body == b"True 2 True\n" * 3
         assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
 
 
@@ -95,10 +118,77 @@ def test_the_coroutines_exception_reaches_django_with_its_frames(client: Client)
     assert "failing" in frames
 
 
-def test_stacked_under_csrf_exempt_and_require_post(client: Client) -> None:
+@pytest.mark.parametrize(
+    ("path", "coroutine_function", "raising_line"),
+    [
+        ("/failing/", views.failing.__wrapped__, 'raise LookupError("raised in the coroutine")'),
+        (
+            "/plain-async-failing/",  # ASYNC_VIEWS
+            views.plain_async_failing,
+            'raise LookupError("raised in the plain async view")',
+        ),
+    ],
+    ids=["runs_async", "ASYNC_VIEWS"],
+)
+def test_the_debug_500_page_shows_the_coroutines_own_frame(
+    settings: Any, path: str, coroutine_function: Callable[..., Any], raising_line: str
+) -> None:
+    settings.DEBUG = True
+    response = Client(raise_request_exception=False).get(path)
+    assert response.status_code == 500
+    page = debug_page.page_text(response.content)
+    assert f"LookupError at {path}" in page
+    assert raising_line in page
+    # The innermost frame is the async def's own, at the line that raised.
+    line = debug_page.line_of(coroutine_function, raising_line)
+    expected = (views.__file__, line, coroutine_function.__name__)
+    assert debug_page.frames(response.content)[-1] == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "error_type"),
+    [
+        ("/failing/", LookupError),
+        ("/too-slow/", TimeoutError),
+        ("/plain-async-failing/", LookupError),  # ASYNC_VIEWS
+    ],
+)
+def test_process_exception_middleware_sees_the_coroutines_exception(
+    settings: Any, path: str, error_type: type[BaseException]
+) -> None:
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.testapp.views.RecordsExceptions"]
+    views.exceptions_seen.clear()
+    response = Client(raise_request_exception=False).get(path)
+    assert response.status_code == 500
+    error = response.exc_info[1]  # type: ignore[attr-defined]
+    assert type(error) is error_type
+    assert views.exceptions_seen == [(path, error)]
+
+
+def test_default_timeout_applies_to_a_view_without_its_own(looptoken_settings: Any) -> None:
+    cancelled = threading.Event()
+
+    @looptoken.runs_async
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    looptoken_settings(DEFAULT_TIMEOUT=0.05)  # read at each call, not at decoration
+    with pytest.raises(TimeoutError, match=r"within 0\.05 s"):
+        slow()
+    assert cancelled.is_set()
+
+
+def test_stacked_under_csrf_exempt_and_require_post(client: Client, settings: Any) -> None:
+    settings.MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware", *settings.MIDDLEWARE]
+    csrf_checked = Client(enforce_csrf_checks=True)
     assert client.get("/post-only/").status_code == 405
-    response = Client(enforce_csrf_checks=True).post("/post-only/", {"name": "x"})
-    assert response.content == b"posted x"
+    assert csrf_checked.post("/post-only/", {"name": "x"}).content == b"posted x"
+    # Without csrf_exempt the same POST is refused.
+    assert csrf_checked.post("/async-function/", {"name": "x"}).status_code == 403
 
 
 @pytest.mark.django_db
@@ -117,12 +207,29 @@ def test_stacked_under_cache_page(client: Client) -> None:
     assert views.calls["cached"] == 1
 
 
-def test_runs_async_rejects_a_sync_function() -> None:
-    def sync_view(request: Any) -> None:
+def _sync_view(request: Any) -> None:
+    pass
+
+
+async def _async_generator(request: Any) -> Any:
+    yield None
+
+
+class _SyncClassView(View):
+    def get(self, request: Any) -> None:
         pass
 
+
+@pytest.mark.parametrize(
+    "not_async",
+    [_sync_view, _SyncClassView.as_view(), _async_generator, "a string"],
+    ids=["sync function", "sync class-based view", "async generator", "not callable"],
+)
+def test_runs_async_rejects_a_non_coroutine_function_at_decoration(not_async: Any) -> None:
     with pytest.raises(TypeError, match="not a coroutine function"):
-        looptoken.runs_async(sync_view)  # type: ignore[arg-type]
+        looptoken.runs_async(not_async)
+    with pytest.raises(TypeError, match="not a coroutine function"):
+        looptoken.runs_async(timeout=5)(not_async)
 
 
 def test_runs_async_turns_any_coroutine_function_into_a_sync_one() -> None:

@@ -6,18 +6,23 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
+from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 import django_looptoken as looptoken
+from tests.testapp.fds import database_fds
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.usefixtures("backend")
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -141,3 +146,88 @@ def test_background_orm_calls_run_in_the_apps_thread_with_fresh_connections(
     assert connected_during_call
     # close_old_connections() after the call closed it (CONN_MAX_AGE = 0).
     assert wrapper.connection is None
+
+
+def in_background(call: Callable[[], _T]) -> _T:
+    """Run ``call`` as a spawned task's thread-sensitive sync call; its result."""
+
+    async def job() -> _T:
+        return await sync_to_async(call)()
+
+    return looptoken.spawn(job()).result(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_hundred_spawned_tasks_orm_calls_leak_no_connection(
+    token: looptoken.LoopToken,
+) -> None:
+    Item.objects.create(name="one")  # this thread's own connection is open now
+    before = database_fds()
+    seen: list[tuple[int, int, list[str]]] = []
+
+    def count_rows() -> int:
+        rows = Item.objects.count()
+        opened = [c.alias for c in connections.all(initialized_only=True)]
+        seen.append((database_fds(), len(opened), opened))
+        return rows
+
+    async def job() -> int:
+        await asyncio.sleep(0)  # all 200 are pending at once before any call starts
+        return await sync_to_async(count_rows)()
+
+    futures = [looptoken.spawn(job()) for _ in range(200)]
+    assert [future.result(timeout=30) for future in futures] == [1] * 200
+    # During each call: exactly one more connection, the background thread's.
+    assert {fds for fds, _, _ in seen} == {before + 1}
+    assert all(opened == ["default"] for _, _, opened in seen)
+    # After them all: every one of the 200 was closed again.
+    assert database_fds() == before
+
+
+def _raw_connection() -> Any:
+    Item.objects.exists()
+    return connection.connection
+
+
+def _is_closed(raw: sqlite3.Connection) -> bool:
+    try:
+        raw.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_background_call_reuses_a_connection_closed_after_the_last_one(
+    token: looptoken.LoopToken,
+) -> None:
+    first = in_background(_raw_connection)
+    second = in_background(_raw_connection)
+    assert second is not first
+    assert _is_closed(first)  # CONN_MAX_AGE = 0: closed after its call
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_persistent_background_connection_left_broken_is_not_reused(
+    token: looptoken.LoopToken,
+) -> None:
+    def leave_autocommit_off() -> Any:
+        raw = _raw_connection()
+        transaction.set_autocommit(False)  # and never restored: unsafe to reuse
+        return raw
+
+    def close() -> None:
+        connection.close()
+
+    settings_dict = connection.settings_dict  # shared by every thread's connection
+    settings_dict["CONN_MAX_AGE"] = None
+    try:
+        first = in_background(_raw_connection)
+        assert in_background(_raw_connection) is first  # persistent: kept while healthy
+        assert in_background(leave_autocommit_off) is first
+        fresh = in_background(_raw_connection)
+        assert fresh is not first
+        assert _is_closed(first)
+    finally:
+        settings_dict["CONN_MAX_AGE"] = 0
+        in_background(close)

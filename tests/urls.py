@@ -17,4 +17,6 @@ urlpatterns = [
     path("plain-async/", views.plain_async),
     path("plain-async-class/", views.PlainAsyncClassView.as_view()),
     path("create-then-fail/", views.create_then_fail),
+    path("plain-async-failing/", views.plain_async_failing),
+    path("async-streaming/", views.async_streaming),
 ]

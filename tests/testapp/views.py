@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
@@ -141,6 +141,45 @@ async def create_then_fail(request: HttpRequest) -> HttpResponse:
     """Creates a row, then fails: ATOMIC_REQUESTS must roll the row back."""
     await Item.objects.acreate(name="rolled back")
     raise ValueError("after the insert")
+
+
+async def plain_async_failing(request: HttpRequest) -> HttpResponse:
+    """A plain async view (ASYNC_VIEWS) that raises from inside its coroutine."""
+    await asyncio.sleep(0)
+    raise LookupError("raised in the plain async view")
+
+
+def async_streaming(request: HttpRequest) -> StreamingHttpResponse:
+    """A stream from an async iterator: Django consumes it with async_to_sync under WSGI."""
+
+    token = request.looptoken  # type: ignore[attr-defined]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            on_shared_loop = asyncio.get_running_loop() is looptoken.get_loop()
+            yield f"{token.held} {_tokens()} {on_shared_loop}\n".encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+# (path, exception) for every exception process_exception middleware saw.
+exceptions_seen: list[tuple[str, BaseException]] = []
+
+
+class RecordsExceptions:
+    """Sync middleware whose process_exception notes what reached it."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response: HttpResponse = self.get_response(request)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: BaseException) -> None:
+        """Note the exception; Django's normal handling goes on (returns None)."""
+        exceptions_seen.append((request.path, exception))
 
 
 class AsyncOnlyMiddleware:
