@@ -208,9 +208,12 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         if isinstance(self._error, asyncio.CancelledError):
             if self._timed_out:
                 run.await_timeouts += 1
-                self._error = TimeoutError(
+                timeout_error = TimeoutError(
                     f"The awaitable did not finish within {self._timeout} s and was cancelled."
                 )
+                # The cancellation's traceback shows where the coroutine was stuck.
+                timeout_error.__cause__ = self._error
+                self._error = timeout_error
             elif run.stopping:
                 self._error = LoopStoppedError(
                     "The shared loop was shut down while this call waited."

@@ -110,9 +110,13 @@ def test_timeout_cancels_the_task_on_the_loop(token: looptoken.LoopToken) -> Non
             cancelled.set()
             raise
 
-    with pytest.raises(TimeoutError, match=r"0\.05 s"):
+    with pytest.raises(TimeoutError, match=r"0\.05 s") as raised:
         looptoken.await_(slow(), timeout=0.05)
     assert cancelled.is_set()
+    # Chained to the cancellation, whose traceback shows where it was stuck.
+    cause = raised.value.__cause__
+    assert isinstance(cause, asyncio.CancelledError)
+    assert "slow" in {frame.name for frame in traceback.extract_tb(cause.__traceback__)}
     assert looptoken.await_(_other_tasks()) == 0
     assert runtime().current_run is not None
     assert runtime().current_run.await_timeouts == 1
