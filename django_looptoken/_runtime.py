@@ -10,6 +10,7 @@ runtime untouched and builds its own.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import ctypes
@@ -379,9 +380,7 @@ def _at_exit() -> None:
 
 # Before Python joins non-daemon threads, so that request threads still
 # holding tokens can finish on a running loop (plain atexit runs too late).
-try:
-    threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover - CPython has had it since 3.9
-    import atexit
-
-    atexit.register(_at_exit)
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+# uWSGI ends a worker with exit(), which runs atexit hooks but not Python's
+# thread shutdown; there this one drains (a second call returns at once).
+atexit.register(_at_exit)
