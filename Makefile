@@ -6,7 +6,7 @@ VENV := .venv
 VENV_DJANGO42 := .venv-django42
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench browser clean
+.PHONY: demo test lint bench bench-e2e browser clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,21 @@ test: lint $(VENV_DJANGO42)/.installed browser
 	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest
 	PYTHONDEVMODE=1 $(VENV_DJANGO42)/bin/python -m pytest
 
+# bench_e2e's load generator is wrk, Debian's package (apt-get needs root).
+WRK := command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+
 bench: $(VENV)/.installed
+	$(WRK)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
 	$(VENV)/bin/python bench/bench_await.py
 	$(VENV)/bin/python bench/bench_status.py
+	$(VENV)/bin/python bench/bench_e2e.py
+
+# Only the end-to-end benchmark (gunicorn, an aiohttp upstream, wrk): about 5 minutes.
+bench-e2e: $(VENV)/.installed
+	$(WRK)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
+	$(VENV)/bin/python bench/bench_e2e.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DJANGO42) build *.egg-info example_project/db.sqlite3

@@ -1,0 +1,8 @@
+"""WSGI application of the benchmark site."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.e2e_site.settings")
+application = get_wsgi_application()
