@@ -365,7 +365,14 @@ setting_changed.connect(_on_setting_changed)
 HURRY_GRACE_SECONDS = 1.0
 
 
+_exit_hook_ran = False
+
+
 def _at_exit() -> None:
+    global _exit_hook_ran
+    if _exit_hook_ran:  # registered twice (see below); the first call did it all
+        return
+    _exit_hook_ran = True
     try:
         _runtime.exit()
     except (KeyboardInterrupt, SystemExit):
