@@ -32,13 +32,14 @@ from django_looptoken import _loop_run, _shutdown
 from django_looptoken._backends import resolve_loop_factory, uvloop_available
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import STOPPING, runtime
-from django_looptoken._status_socket import StatusDirError, StatusServer, status_dir
+from django_looptoken._status_socket import Listing, StatusDirError, StatusServer, status_dir
 from django_looptoken._watchdog import Watcher
 from django_looptoken.conf import looptoken_settings
 
 logger = logging.getLogger("django_looptoken")
 
 WINDOW_SECONDS = 60.0
+NO_LAG: dict[str, float | None] = {"p50": None, "p99": None, "max": None}
 # The probe ticks often enough that any block longer than SLOW_CALLBACK_DURATION
 # plus one interval covers a tick (and is seen), within these bounds.
 MIN_INTERVAL = 0.025
@@ -95,7 +96,7 @@ class LagProbe:
         cutoff = time.monotonic() - WINDOW_SECONDS
         lags = sorted(lag for at, lag in self._samples.copy() if at >= cutoff)
         if not lags:
-            return {"p50": None, "p99": None, "max": None}
+            return dict(NO_LAG)
 
         def rank(fraction: float) -> float:
             return round(lags[max(math.ceil(fraction * len(lags)) - 1, 0)] * 1000, 3)
@@ -204,29 +205,43 @@ def _pending_tasks(run: LoopRun) -> int:
 
 def snapshot(run: LoopRun | None) -> dict[str, Any]:
     """The status of ``run`` (None: no loop), as documented for ``status()``."""
-    monitor = _monitors.get(run) if run is not None else None
-    if run is None:
-        state = "stopped"
-    elif run.stopping or (runtime().state is STOPPING and runtime().current_run is run):
-        state = "stopping"
-    else:
-        state = "stopped" if run.finished else "running"
-    no_lag: dict[str, float | None] = {"p50": None, "p99": None, "max": None}
-    return {
+    about_process = {
         "pid": os.getpid(),
-        "backend": backend_name(run.loop) if run is not None else None,
-        "state": state,
-        "uptime_s": round(time.monotonic() - run.started_at, 3) if run is not None else 0.0,
-        "tokens": run.tokens if run is not None else 0,
-        "tasks": _pending_tasks(run) if run is not None else 0,
-        "await_calls": run.await_calls if run is not None else 0,
-        "await_errors": run.await_errors if run is not None else 0,
-        "await_timeouts": run.await_timeouts if run is not None else 0,
-        "lag_ms": monitor.probe.lag_ms() if monitor is not None else no_lag,
-        "slow_callbacks": monitor.watcher.slow_callbacks if monitor is not None else 0,
         "project": project(),
         "python": platform.python_version(),
         "django": django.get_version(),
+    }
+    if run is None:
+        return {
+            **about_process,
+            "backend": None,
+            "state": "stopped",
+            "uptime_s": 0.0,
+            "tokens": 0,
+            "tasks": 0,
+            "await_calls": 0,
+            "await_errors": 0,
+            "await_timeouts": 0,
+            "lag_ms": dict(NO_LAG),
+            "slow_callbacks": 0,
+        }
+    monitor = _monitors.get(run)
+    if run.stopping or (runtime().state is STOPPING and runtime().current_run is run):
+        state = "stopping"
+    else:
+        state = "stopped" if run.finished else "running"
+    return {
+        **about_process,
+        "backend": backend_name(run.loop),
+        "state": state,
+        "uptime_s": round(time.monotonic() - run.started_at, 3),
+        "tokens": run.tokens,
+        "tasks": _pending_tasks(run),
+        "await_calls": run.await_calls,
+        "await_errors": run.await_errors,
+        "await_timeouts": run.await_timeouts,
+        "lag_ms": monitor.probe.lag_ms() if monitor is not None else dict(NO_LAG),
+        "slow_callbacks": monitor.watcher.slow_callbacks if monitor is not None else 0,
     }
 
 
@@ -265,7 +280,21 @@ def would_start() -> dict[str, Any]:
     }
 
 
-# -- the table shown by loopstatus and the page ---------------------------------------
+# -- what loopstatus and the page show ------------------------------------------------
+
+
+def listing_report(
+    listing: Listing, processes: list[dict[str, Any]], this_project: str | None
+) -> dict[str, Any]:
+    """The JSON both ``loopstatus --json`` and ``?format=json`` answer."""
+    return {
+        "status_dir": listing.directory,
+        "project": this_project,
+        "processes": processes,
+        "silent": [{"pid": pid, "problem": why} for pid, why in listing.silent],
+        "notes": listing.notes,
+    }
+
 
 COLUMNS = (
     "PID",

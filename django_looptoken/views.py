@@ -11,7 +11,14 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from django_looptoken._status import COLUMNS, project, silent_row, table_row, would_start
+from django_looptoken._status import (
+    COLUMNS,
+    listing_report,
+    project,
+    silent_row,
+    table_row,
+    would_start,
+)
 from django_looptoken._status_socket import collect, status_dir
 from django_looptoken.conf import looptoken_settings
 
@@ -50,14 +57,7 @@ def status_page(request: HttpRequest) -> HttpResponse:
     processes = [p for p in listing.processes if p.get("project") == this_project]
     if request.GET.get("format") == "json":
         return JsonResponse(
-            {
-                "status_dir": listing.directory,
-                "project": this_project,
-                "processes": processes,
-                "silent": [{"pid": pid, "problem": why} for pid, why in listing.silent],
-                "notes": listing.notes,
-                "error": listing.error,
-            }
+            {**listing_report(listing, processes, this_project), "error": listing.error}
         )
     rows = [table_row(p)[:-1] for p in processes]
     rows += [silent_row(pid, why)[:-1] for pid, why in listing.silent]

@@ -11,7 +11,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_looptoken._status import COLUMNS, project, silent_row, table_row, would_start
+from django_looptoken._status import (
+    COLUMNS,
+    listing_report,
+    project,
+    silent_row,
+    table_row,
+    would_start,
+)
 from django_looptoken._status_socket import Listing, collect, status_dir
 from django_looptoken.conf import looptoken_settings
 
@@ -89,13 +96,7 @@ class Command(BaseCommand):
     def _write_json(
         self, listing: Listing, processes: list[dict[str, Any]], this_project: str | None
     ) -> None:
-        report: dict[str, Any] = {
-            "status_dir": listing.directory,
-            "project": this_project,
-            "processes": processes,
-            "silent": [{"pid": pid, "problem": why} for pid, why in listing.silent],
-            "notes": listing.notes,
-        }
+        report = listing_report(listing, processes, this_project)
         if not processes and not listing.silent:
             report["would_start"] = would_start()
         self.stdout.write(json.dumps(report, indent=2, default=str))
