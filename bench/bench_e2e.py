@@ -57,7 +57,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVERS = 2
 CONNECTIONS = 32
 DELAY = 0.02
-POOL = 32  # per client pool, so per process: the "pool sized to the concurrency"
 ITEMS = [{"id": n} for n in range(10)]
 FULL = {"rounds": 4, "seconds": 3}
 QUICK = {"rounds": 1, "seconds": 1}
@@ -874,7 +873,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=DELAY, help="upstream delay, seconds")
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="concurrency")
     parser.add_argument(
-        "--pool", type=int, default=POOL, help="connections per client pool (per process)"
+        "--pool",
+        type=int,
+        help="connections per client pool, per process (default: sized to the concurrency, "
+        "connections x 10 items / servers)",
     )
     parser.add_argument("--backend", choices=("auto", "asyncio", "uvloop"), default="auto")
     args = parser.parse_args(argv)
@@ -885,6 +887,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --seconds must be at least 1")
     if args.connections < SERVERS or args.connections % SERVERS:
         parser.error(f"--connections must be a positive multiple of {SERVERS}")
+    # The "pool sized to the concurrency": every request in flight in
+    # a process fans out to all its items at once.
+    args.pool = args.pool or args.connections * len(ITEMS) // SERVERS
+    if args.pool < 1:
+        parser.error("--pool must be at least 1")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed: `apt-get install wrk`, or run `make bench-e2e`")
 

@@ -39,10 +39,13 @@ def route_to_shared_loop() -> None:
         # now: a task asgiref put there could be cancelled, or never run.
         stop_routing()
         return
+    local = SyncToAsync.threadlocal
+    if getattr(local, "main_event_loop", None) is run.loop:
+        return  # noted already, by request_started or an earlier request
     if not hook_works():
         return
-    SyncToAsync.threadlocal.main_event_loop = run.loop
-    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+    local.main_event_loop = run.loop
+    local.main_event_loop_pid = os.getpid()
 
 
 def stop_routing() -> None:
