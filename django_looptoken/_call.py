@@ -91,7 +91,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
             raise LoopStoppedError("The shared loop stopped before the call could start.")
         try:
             try:
-                run.loop.call_soon_threadsafe(self._start, context=self._context)
+                run.hand_in(self._start, self._context)
             except RuntimeError:
                 self._coro.close()
                 raise LoopStoppedError(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -76,6 +78,9 @@ class LoopRun:
         self.await_errors = 0
         self.await_timeouts = 0
         self._on_closed = on_closed
+        # Calls handed in from other threads, started by one loop callback.
+        self._inbox: deque[tuple[Callable[[], object], contextvars.Context]] = deque()
+        self._inbox_scheduled = False
 
     def start(self) -> None:
         """Run the loop in a new daemon thread; return once it is running.
@@ -92,6 +97,36 @@ class LoopRun:
     def on_loop_thread(self) -> bool:
         """Whether the calling thread is this loop's thread."""
         return threading.get_ident() == self.thread_id
+
+    def hand_in(self, callback: Callable[[], object], context: contextvars.Context) -> None:
+        """``call_soon_threadsafe(callback, context=context)``, coalesced.
+
+        Calls that arrive while a drain is already scheduled ride along with
+        it: one wake-up of the loop (one self-pipe write on asyncio) serves
+        all the callers that arrive together. RuntimeError if the loop closed.
+        """
+        self._inbox.append((callback, context))
+        # Appending before reading the flag, and the drain clearing it before
+        # looking at the inbox, means no arrival is ever left without a drain.
+        if not self._inbox_scheduled:
+            self._inbox_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:
+                self._inbox_scheduled = False
+                raise
+
+    def _drain_inbox(self) -> None:
+        self._inbox_scheduled = False
+        inbox = self._inbox
+        while inbox:
+            callback, context = inbox.popleft()
+            try:
+                context.run(callback)
+            except Exception as exc:  # as the loop would for its own callback
+                self.loop.call_exception_handler(
+                    {"message": f"Exception in callback {callback!r}", "exception": exc}
+                )
 
     def register(self, item: Abortable) -> bool:
         """Track ``item`` until it is discarded; False if the loop already ended.
