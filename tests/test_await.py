@@ -7,6 +7,7 @@ import contextvars
 import gc
 import signal
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -412,3 +413,31 @@ def test_a_cancel_before_the_tasks_first_step_still_reaches_the_caller(
     with pytest.raises(asyncio.CancelledError):
         looptoken.await_(coro, timeout=10)
     assert coro.cr_frame is None  # closed, so no "never awaited" warning
+
+
+def test_callers_arriving_together_share_one_loop_wake_up(token: looptoken.LoopToken) -> None:
+    run = runtime().current_run
+    assert run is not None
+    release_loop = threading.Event()
+    run.loop.call_soon_threadsafe(release_loop.wait, 30)  # hold the loop busy
+    results: list[int] = []
+    callers = [
+        threading.Thread(target=lambda n=n: results.append(looptoken.await_(_answer(n))))
+        for n in range(5)
+    ]
+    try:
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 30
+        while len(run._inbox) < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # All five are queued behind the one drain the first of them scheduled.
+        assert len(run._inbox) == 5
+        assert run._inbox_scheduled
+    finally:
+        release_loop.set()
+        for caller in callers:
+            caller.join(30)
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert not run._inbox
+    assert not run._inbox_scheduled
