@@ -40,6 +40,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import linecache
 import re
 import subprocess
 import sys
@@ -128,9 +129,12 @@ def _new_run(name: str) -> FileRun:
 
 
 def _execute(block: Block, namespace: dict[str, object]) -> None:
-    # Blank lines first, so that tracebacks give the Markdown file's line numbers.
-    code = compile("\n" * block.line + block.code, str(ROOT / block.name), "exec")
-    exec(code, namespace)
+    # Blank lines first, so that tracebacks give the Markdown file's line
+    # numbers; the padded source goes to linecache, so that they show the code.
+    source = "\n" * block.line + block.code
+    filename = f"<{block.where}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
     _check_settings(block, namespace)
 
 
@@ -177,10 +181,12 @@ def test_example_runs(block: Block, services: Services, monkeypatch: pytest.Monk
     for earlier in same_file[run.done : position + 1]:
         try:
             _execute(earlier, run.module.__dict__)
-        except BaseException:
+        except Exception as exc:
             run.broken = earlier.where
             if earlier is not block:
-                pytest.fail(f"an earlier block of the file, {earlier.where}, failed", pytrace=True)
+                raise AssertionError(
+                    f"an earlier block of the file, {earlier.where}, failed"
+                ) from exc
             raise
         run.done += 1
 
@@ -245,6 +251,8 @@ def test_settings_reference_gives_every_key_with_its_real_default() -> None:
     rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| `([^`]+)` \|", _text("docs/settings.md"), re.M)
     documented = {key: ast.literal_eval(default) for key, default in rows}
     assert documented == DEFAULTS
+    whole_dict = next(b for b in BLOCKS["docs/settings.md"] if b.code.startswith("LOOPTOKEN = {"))
+    assert ast.literal_eval(whole_dict.code.partition("=")[2].strip()) == DEFAULTS
     for key in DEFAULTS:
         assert re.search(rf"^### `{key}`$", _text("docs/settings.md"), re.M), f"no section {key}"
 
