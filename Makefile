@@ -49,7 +49,7 @@ services:
 	@if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade redis-server postgresql; \
 	else \
 		echo "The docs' recipes need Debian's redis-server and postgresql:" \
 			"sudo apt-get install redis-server postgresql"; \
