@@ -6,7 +6,7 @@ VENV := .venv
 VENV_DJANGO42 := .venv-django42
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench bench-e2e browser clean
+.PHONY: demo test lint bench bench-e2e browser services clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,21 @@ browser:
 			"sudo apt-get install chromium chromium-driver"; \
 	fi
 
+# Debian's redis-server and PostgreSQL, which the docs' recipes run against
+# (tests/test_docs.py starts throwaway servers on free 127.0.0.1 ports);
+# installed when missing and make runs as root (CI); otherwise it says how.
+services:
+	@if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade redis-server postgresql; \
+	else \
+		echo "The docs' recipes need Debian's redis-server and postgresql:" \
+			"sudo apt-get install redis-server postgresql"; \
+	fi
+
 # Every check: lint, strict typing, and the suite on Django 5.2 and 4.2 LTS.
-test: lint $(VENV_DJANGO42)/.installed browser
+test: lint $(VENV_DJANGO42)/.installed browser services
 	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest
 	PYTHONDEVMODE=1 $(VENV_DJANGO42)/bin/python -m pytest
 
