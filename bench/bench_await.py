@@ -5,6 +5,7 @@ Run it from the repository root::
     .venv/bin/python bench/bench_await.py             # full run, a few minutes
     .venv/bin/python bench/bench_await.py --quick     # smoke run, ~20 s
     .venv/bin/python bench/bench_await.py --rounds 30 --backend uvloop
+    .venv/bin/python bench/bench_await.py --json bench/results/bench_await.json  # for chart.py
 
 It measures microseconds per call of a trivial coroutine with one suspension
 (``await asyncio.sleep(0); return 1``) run from sync code, through

@@ -5,6 +5,7 @@ Run it from the repository root (``make bench-e2e`` installs wrk first)::
     .venv/bin/python bench/bench_e2e.py            # full run, about 5 minutes
     .venv/bin/python bench/bench_e2e.py --quick    # smoke run, under a minute
     .venv/bin/python bench/bench_e2e.py --rounds 6 --delay 0.05
+    .venv/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json  # for chart.py
 
 What runs, all on 127.0.0.1, each process stopped by its pid at the end:
 
