@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import importlib
 import inspect
 import io
 import json
@@ -371,7 +372,6 @@ def counting_server() -> Iterator[tuple[str, list[int]]]:
     from aiohttp import web
 
     counter = [0]
-    ready = threading.Event()
     loop = asyncio.new_event_loop()
     holder: dict[str, Any] = {}
 
@@ -387,7 +387,6 @@ def counting_server() -> Iterator[tuple[str, list[int]]]:
 
         holder["listener"] = await loop.create_server(counted, "127.0.0.1", 0)
         holder["port"] = holder["listener"].sockets[0].getsockname()[1]
-        ready.set()
 
     thread = threading.Thread(target=loop.run_forever, name="counting-server", daemon=True)
     thread.start()
@@ -395,9 +394,11 @@ def counting_server() -> Iterator[tuple[str, list[int]]]:
     try:
         yield f"http://127.0.0.1:{holder['port']}/", counter
     finally:
-        holder["listener"].close()
+        loop.call_soon_threadsafe(holder["listener"].close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(WAIT_S)
+        if not thread.is_alive():
+            loop.close()
 
 
 async def triv() -> int:
@@ -487,7 +488,12 @@ def probe_timeout(contender: str) -> Cell:
             return Cell("no", "no", "Django has no per-view timeout for async views.")
         if "timeout" in signature_of(api).parameters:
             return Cell("error", f"error: `{api}` has a timeout this probe does not know")
-        return Cell("no", "no")
+        return Cell(
+            "no",
+            "no",
+            "No timeout parameter (the probe read the call's signature); an "
+            "`asyncio.wait_for` inside the coroutine is left to the caller.",
+        )
     import django_looptoken as looptoken
 
     seen: list[str] = []
@@ -516,7 +522,7 @@ def probe_timeout(contender: str) -> Cell:
 def signature_of(dotted: str) -> inspect.Signature:
     """The signature of ``module:qualname``."""
     module_name, qualname = dotted.split(":")
-    target: Any = __import__(module_name, fromlist=["_"])
+    target: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         target = getattr(target, part)
     return inspect.signature(target)
