@@ -66,9 +66,11 @@ WRK := command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; 
 bench: $(VENV)/.installed
 	$(WRK)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
-	$(VENV)/bin/python bench/bench_await.py
+	$(VENV)/bin/python bench/bench_await.py --json bench/results/bench_await.json
 	$(VENV)/bin/python bench/bench_status.py
-	$(VENV)/bin/python bench/bench_e2e.py
+	$(VENV)/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json
+	$(VENV)/bin/python bench/feature_table.py --json bench/results/feature_table.json
+	$(VENV)/bin/python bench/chart.py
 
 # Only the end-to-end benchmark (gunicorn, an aiohttp upstream, wrk): about 5 minutes.
 bench-e2e: $(VENV)/.installed

@@ -5,6 +5,7 @@ Run it from the repository root::
     .venv/bin/python bench/bench_await.py             # full run, a few minutes
     .venv/bin/python bench/bench_await.py --quick     # smoke run, ~20 s
     .venv/bin/python bench/bench_await.py --rounds 30 --backend uvloop
+    .venv/bin/python bench/bench_await.py --json bench/results/bench_await.json  # for chart.py
 
 It measures microseconds per call of a trivial coroutine with one suspension
 (``await asyncio.sleep(0); return 1``) run from sync code, through
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import platform
 import statistics
@@ -308,8 +310,10 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_backend(backend: str, rounds: int, target: float, memory: tuple[int, int]) -> None:
-    """Benchmark every contender on ``backend`` and print the Markdown report."""
+def run_backend(
+    backend: str, rounds: int, target: float, memory: tuple[int, int], json_path: str | None
+) -> None:
+    """Benchmark every contender on ``backend``; print the Markdown report (and save JSON)."""
     from django.conf import settings
 
     settings.configure(LOOPTOKEN={"BACKEND": backend, "AUTOSTART": False}, INSTALLED_APPS=[])
@@ -356,6 +360,9 @@ def run_backend(backend: str, rounds: int, target: float, memory: tuple[int, int
         before,
         after,
     )
+    if json_path:
+        loop_name = f"{loop_type.__module__}.{loop_type.__qualname__}"
+        save_backend_json(json_path, loop_name, contenders, results, rounds)
 
 
 def verdict(ok: bool) -> str:
@@ -426,12 +433,13 @@ def print_report(
     print("\n".join(out), flush=True)
 
 
-def child_main(backend: str, rounds: int, quick: bool) -> NoReturn:
+def child_main(backend: str, rounds: int, quick: bool, json_path: str | None) -> NoReturn:
     """Run one backend, then leave with ``os._exit`` (score's loop never stops)."""
     code = 0
     try:
         target = (QUICK_TARGET_MS if quick else FULL_TARGET_MS) / 1000
-        run_backend(backend, rounds, target, QUICK_MEMORY if quick else FULL_MEMORY)
+        memory = QUICK_MEMORY if quick else FULL_MEMORY
+        run_backend(backend, rounds, target, memory, json_path)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -489,6 +497,8 @@ def parent_main(args: argparse.Namespace, rounds: int) -> int:
         ]
         if args.quick:
             command.append("--quick")
+        if args.json:
+            command += ["--json", f"{args.json}.{backend}.part"]
         progress(f"running {backend} ...")
         try:
             child = subprocess.run(
@@ -512,6 +522,8 @@ def parent_main(args: argparse.Namespace, rounds: int) -> int:
         else:
             reports.append(child.stdout)
     print("\n".join(reports), flush=True)
+    if args.json:
+        write_json(args.json, backends, rounds, args.quick)
     return 1 if failed else 0
 
 
@@ -526,14 +538,65 @@ def main(argv: list[str] | None = None) -> int:
         help=f"interleaved rounds (default {FULL_ROUNDS}, --quick {QUICK_ROUNDS})",
     )
     parser.add_argument("--backend", choices=BACKENDS, help="run only this backend")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.child:
-        child_main(args.child, rounds, args.quick)
+        child_main(args.child, rounds, args.quick, args.json)
     return parent_main(args, rounds)
+
+
+# -- JSON (``--json PATH``, read by bench/chart.py) ----------------------------
+
+
+def save_backend_json(
+    path: str, loop_name: str, contenders: list[Contender], results: Results, rounds: int
+) -> None:
+    """A child's figures: median µs per call by contender and caller count."""
+    figures = {
+        "loop": loop_name,
+        "rounds": rounds,
+        "contenders": [
+            {
+                "key": c.key,
+                "label": c.label,
+                "us_per_call": {str(n): results.median_us(c.key, n) for n in CALLERS},
+            }
+            for c in contenders
+        ],
+    }
+    with open(path, "w") as out:
+        json.dump(figures, out)
+
+
+def write_json(path: str, backends: list[str], rounds: int, quick: bool) -> None:
+    """Gather the children's figures with the run's versions into one JSON file."""
+    figures: dict[str, object] = {}
+    for backend in backends:
+        part = f"{path}.{backend}.part"
+        if os.path.exists(part):  # a child that failed or was skipped wrote none
+            with open(part) as data:
+                figures[backend] = json.load(data)
+            os.remove(part)
+    dists = ("django-looptoken", "Django", "uvloop", "asgiref", "anyio", "score.asyncio")
+    payload = {
+        "bench": "bench_await",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "versions": {dist: version(dist) for dist in dists},
+        "rounds": rounds,
+        "quick": quick,
+        "callers": list(CALLERS),
+        "backends": figures,
+    }
+    with open(path, "w") as out:
+        json.dump(payload, out, indent=2)
+        out.write("\n")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Run it from the repository root (``make bench-e2e`` installs wrk first)::
     .venv/bin/python bench/bench_e2e.py            # full run, about 5 minutes
     .venv/bin/python bench/bench_e2e.py --quick    # smoke run, under a minute
     .venv/bin/python bench/bench_e2e.py --rounds 6 --delay 0.05
+    .venv/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json  # for chart.py
 
 What runs, all on 127.0.0.1, each process stopped by its pid at the end:
 
@@ -879,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
         "connections x 10 items / servers)",
     )
     parser.add_argument("--backend", choices=("auto", "asyncio", "uvloop"), default="auto")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.rounds = args.rounds or preset["rounds"]
@@ -909,8 +911,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()  # stop every process before reading their logs
             noise = server_noise(processes)
-    text, _ = report(results, args, loops, (load_start, os.getloadavg()[0]))
+    load = (load_start, os.getloadavg()[0])
+    text, _ = report(results, args, loops, load)
     print(text, flush=True)
+    if args.json:
+        write_json(args.json, results, args, loops, load)
     if noise:
         print("Server output that signals a problem:\n\n" + "\n".join(noise), flush=True)
     errors = sum(results.errors(c.key) for c in CONTENDERS)
@@ -921,6 +926,53 @@ def round_seconds(args: argparse.Namespace) -> float:
     """Roughly how long one round takes (a timed window waits ~0.3 s for idle servers)."""
     seconds = float(args.seconds)
     return (len(CONTENDERS) - 2) * (WARMUP_S + seconds + 0.5) + 2 * (WARMUP_S + seconds * 1.5)
+
+
+def write_json(
+    path: str,
+    results: Results,
+    args: argparse.Namespace,
+    loops: dict[str, str],
+    load: tuple[float, float],
+) -> None:
+    """The report's figures as JSON (``--json PATH``, read by bench/chart.py)."""
+    dists = ("django-looptoken", "Django", "asgiref", "gunicorn", "aiohttp", "httpx", "uvloop")
+    payload = {
+        "bench": "bench_e2e",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "load": list(load),
+        "versions": {dist: version(dist) for dist in dists},
+        "loops": loops,
+        "setup": {
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "connections": args.connections,
+            "delay_s": args.delay,
+            "pool": args.pool,
+            "servers": SERVERS,
+            "quick": args.quick,
+        },
+        "contenders": [
+            {
+                "key": c.key,
+                "label": c.label,
+                "library": c.library,
+                "rps": results.median(c.key, "rps"),
+                "p50_ms": results.median(c.key, "p50_ms"),
+                "p99_ms": results.median(c.key, "p99_ms"),
+                "errors": results.errors(c.key),
+                "worker_cpu_ms_per_request": results.cpu_ms_per_request(c.key),
+                "upstream_connections_per_1000": results.connections_per_1000(c.key),
+            }
+            for c in CONTENDERS
+        ],
+    }
+    with open(path, "w") as out:
+        json.dump(payload, out, indent=2)
+        out.write("\n")
 
 
 if __name__ == "__main__":

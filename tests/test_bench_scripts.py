@@ -1,0 +1,57 @@
+"""bench/feature_table.py: the probes behind the README's feature table.
+
+The looptoken column must read "yes" everywhere, and the same probes must
+find the features missing where they are (``asyncio.run``, Django's own
+async views), so a probe that always said yes would fail here. Only the
+columns that need no ``bench`` extra run (that extra is not installed in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "feature_table.py"
+
+
+def probe_table(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """Run the script with ``args``; return its JSON cells."""
+    out = tmp_path / "cells.json"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    cells: dict[str, Any] = json.loads(out.read_text())["cells"]
+    return cells
+
+
+def test_looptoken_column_probes_pass(tmp_path: Path) -> None:
+    """Every row's probe finds the feature in django-looptoken."""
+    cells = probe_table(tmp_path, "--only", "looptoken")
+    verdicts = {row: by["looptoken"]["verdict"] for row, by in cells.items()}
+    assert verdicts == {str(row): "yes" for row in range(1, 11)}, cells
+    assert cells["6"]["looptoken"]["text"] == "both ways"
+
+
+def test_probes_find_missing_features(tmp_path: Path) -> None:
+    """The same probes say no where the feature is missing."""
+    cells = probe_table(
+        tmp_path, "--only", "asyncio.run", "--only", "django", "--rows", "2,4,5,8,9"
+    )
+    run = {row: by["asyncio.run"]["verdict"] for row, by in cells.items()}
+    assert run == {"2": "no", "4": "no", "5": "no", "8": "no", "9": "n/a"}, cells
+    assert "Event loop is closed" in cells["2"]["asyncio.run"]["note"]
+    assert cells["4"]["django"]["verdict"] == "yes"  # async_to_sync hands back to the caller
+    assert cells["9"]["django"]["verdict"] == "no"
