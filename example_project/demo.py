@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
@@ -149,6 +150,22 @@ def stop(process: subprocess.Popen[bytes], name: str, waiter: Waiter, seconds: f
     print(f"demo: {name} (pid {process.pid}) exited with status {process.returncode}", flush=True)
 
 
+def gunicorn_command(site: socket.socket) -> list[str]:
+    """gunicorn serving the example on the listening socket ``site``."""
+    command = [
+        *(sys.executable, "-m", "gunicorn", "example.wsgi:application"),
+        *("--bind", f"fd://{site.fileno()}", "--worker-class", "gthread"),
+        *("--workers", str(WORKERS), "--threads", str(THREADS)),
+        *("--graceful-timeout", str(GRACE_S), "--access-logfile", "-"),
+    ]
+    major, minor = (int(part) for part in metadata.version("gunicorn").split(".")[:2])
+    if (major, minor) >= (25, 1):
+        # Its control socket (~/.gunicorn/gunicorn.ctl by default) is not needed
+        # here, and a second gunicorn of the same user would take it over.
+        command.append("--no-control-socket")
+    return command
+
+
 def banner(port: int, upstream_port: int) -> str:
     """What to open, and how to log in."""
     site = f"http://{HOST}:{port}"
@@ -179,16 +196,7 @@ def children(
         [sys.executable, "upstream.py", "--fd", str(upstream_sock.fileno())], upstream_sock, env
     )
     try:
-        gunicorn = start(
-            [
-                *(sys.executable, "-m", "gunicorn", "example.wsgi:application"),
-                *("--bind", f"fd://{site.fileno()}", "--worker-class", "gthread"),
-                *("--workers", str(WORKERS), "--threads", str(THREADS)),
-                *("--graceful-timeout", str(GRACE_S), "--access-logfile", "-"),
-            ],
-            site,
-            env,
-        )
+        gunicorn = start(gunicorn_command(site), site, env)
         try:
             yield upstream, gunicorn
         finally:
