@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from importlib import metadata
@@ -62,10 +61,10 @@ class Waiter:
         self._read, self._write = socket.socketpair()
         self._read.setblocking(False)
         self._write.setblocking(False)
-        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._note)
-        signal.signal(signal.SIGCHLD, lambda sig, frame: None)  # the wakeup byte is enough
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._previous = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
+        # The wakeup byte is all a child's exit needs to do.
+        self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda sig, frame: None)
 
     def _note(self, sig: int, frame: FrameType | None) -> None:
         self.received.append(sig)
@@ -83,10 +82,10 @@ class Waiter:
                 pass
 
     def close(self) -> None:
-        """Give the signals back to their default handling."""
-        signal.set_wakeup_fd(-1)
-        for sig in (*STOP_SIGNALS, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
+        """Put the signal handlers back as they were."""
+        signal.set_wakeup_fd(self._previous_fd)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
         self._read.close()
         self._write.close()
 
@@ -205,6 +204,33 @@ def children(
         stop(upstream, "the upstream server", waiter, 10)
 
 
+def serve(
+    waiter: Waiter, env: dict[str, str], site: socket.socket, upstream_sock: socket.socket
+) -> int:
+    """Run both servers until a stop signal (0) or until one exits on its own (1)."""
+    port, upstream_port = site.getsockname()[1], upstream_sock.getsockname()[1]
+    ready = threading.Event()
+    prober = threading.Thread(
+        target=probe, args=(f"http://{HOST}:{port}/async/", ready, waiter), daemon=True
+    )
+    with children(waiter, env, site, upstream_sock) as (upstream, gunicorn):
+        site.close()  # the children have their copies
+        upstream_sock.close()
+        prober.start()
+        announced = False
+        while not waiter.received:
+            if gunicorn.poll() is not None or upstream.poll() is not None:
+                print("demo: a server exited on its own; stopping the other.", flush=True)
+                return 1
+            if ready.is_set() and not announced:
+                print(banner(port, upstream_port), flush=True)
+                announced = True
+            waiter.wait()
+        print("\ndemo: stopping (Ctrl-C again to hurry)...", flush=True)
+    prober.join(BOOT_S)  # it gave up when gunicorn closed its socket
+    return 0 if (gunicorn.returncode, upstream.returncode) == (0, 0) else 1
+
+
 def main() -> int | str:
     """Set up, serve until a stop signal, stop everything; the exit status."""
     port = port_from_env("DEMO_PORT", 8000)
@@ -216,33 +242,19 @@ def main() -> int | str:
         "DJANGO_SETTINGS_MODULE": "example.settings",
         "EXAMPLE_UPSTREAM": f"http://{HOST}:{upstream_port}",
     }
-    setup = [sys.executable, "manage.py", "setupdemo", "--username", USERNAME]
-    if subprocess.run([*setup, "--password", PASSWORD], cwd=HERE, env=env).returncode:
-        return "demo: manage.py setupdemo failed (see above)."
     waiter = Waiter()
     try:
-        with children(waiter, env, site, upstream_sock) as (upstream, gunicorn):
-            site.close()  # the children have their copies
-            upstream_sock.close()
-            ready = threading.Event()
-            prober = threading.Thread(
-                target=probe, args=(f"http://{HOST}:{port}/async/", ready, waiter), daemon=True
-            )
-            prober.start()
-            announced = False
-            while not waiter.received:
-                if gunicorn.poll() is not None or upstream.poll() is not None:
-                    print("demo: a server exited on its own; stopping the other.", flush=True)
-                    return 1
-                if ready.is_set() and not announced:
-                    print(banner(port, upstream_port), flush=True)
-                    announced = True
-                waiter.wait()
-            print("\ndemo: stopping (Ctrl-C again to hurry)...", flush=True)
-        prober.join(BOOT_S)
-        return 0 if (gunicorn.returncode, upstream.returncode) == (0, 0) else 1
+        setup = [sys.executable, "manage.py", "setupdemo", "--username", USERNAME]
+        failed = subprocess.run([*setup, "--password", PASSWORD], cwd=HERE, env=env).returncode
+        if waiter.received:
+            return 0  # stopped while setting up: nothing runs yet
+        if failed:
+            return "demo: manage.py setupdemo failed (see above)."
+        return serve(waiter, env, site, upstream_sock)
     finally:
         waiter.close()
+        site.close()
+        upstream_sock.close()
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -170,6 +172,17 @@ def workers(client: httpx.Client) -> list[dict[str, Any]]:
         time.sleep(0.1)  # a worker booting is not an event this side can wait on
 
 
+def wait_until_in_flight(client: httpx.Client, request: Future[httpx.Response]) -> None:
+    """Until a worker runs a task for ``request`` (the status page's own request runs none)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        assert not request.done(), f"finished too soon: {request.result()}"
+        processes = client.get("/looptoken/", params={"format": "json"}).json()["processes"]
+        if any(p["tasks"] for p in processes):
+            return
+        assert time.monotonic() < deadline, f"the request never showed up: {processes}"
+
+
 def elapsed(page: str) -> float:
     """The seconds a dashboard page says it took."""
     match = re.search(r'id="elapsed">([\d.]+) s<', page)
@@ -200,7 +213,8 @@ def test_demo_serves_the_example_then_ctrl_c_stops_everything(tmp_path: Path) ->
         (master,) = [pid for pid in started if "gunicorn" in command_line(pid)]
         (upstream,) = [pid for pid in started if "upstream.py" in command_line(pid)]
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=DEADLINE) as client:
+        site = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=site, timeout=DEADLINE) as client:
             dashboard = client.get("/")
             assert dashboard.status_code == 200
             assert "<h1>Dashboard: 4 upstreams at once</h1>" in dashboard.text
@@ -224,7 +238,15 @@ def test_demo_serves_the_example_then_ctrl_c_stops_everything(tmp_path: Path) ->
             for pid in pids:
                 assert f"<td>{pid}</td>" in page
 
-        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
+            with ThreadPoolExecutor(1) as pool:
+                late = pool.submit(httpx.get, f"{site}/sequential/", timeout=DEADLINE)
+                wait_until_in_flight(client, late)
+                os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
+                # gunicorn drains it, and the upstream stops only after gunicorn.
+                finished = late.result(DEADLINE)
+        assert finished.status_code == 200
+        assert finished.text.count('<section class="card"') == 4
+        assert 'class="error"' not in finished.text
         assert launcher.wait(DEADLINE) == 0
         log = output.close()
         for pid in (master, upstream, *pids):
@@ -242,6 +264,11 @@ def test_demo_serves_the_example_then_ctrl_c_stops_everything(tmp_path: Path) ->
         assert unexpected == [], log
     # Each worker removed its status socket as its loop stopped.
     assert sorted(os.listdir(tmp_path / "status")) == []
+    # Every page's audit row was written, the drained one's too: the worker's
+    # shutdown waited for its spawn(shutdown_waits_for(...)).
+    with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
+        pages = [row[0] for row in db.execute("SELECT page FROM dashboard_auditentry ORDER BY id")]
+    assert pages == ["concurrent", "sequential", "sequential"]
 
 
 def test_demo_says_so_when_its_port_is_taken(tmp_path: Path) -> None:
