@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import free_port
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 NOISE = ("Traceback", "ResourceWarning", "was never awaited", "Task was destroyed")
 USERNAME, PASSWORD = "demo", "looptoken"
@@ -95,13 +97,6 @@ class Example:
             text=True,
             timeout=120,
         )
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
