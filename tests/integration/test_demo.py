@@ -128,6 +128,9 @@ def demo_env(tmp_path: Path, port: int, upstream_port: int) -> dict[str, str]:
 def launched(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Output, set[int]]]:
     """The launcher in a session of its own; on the way out, it and every
     process seen below it (the set the test adds to) are killed by pid."""
+    # No need to reset SIGINT for it should this test run as a background job
+    # (which ignores SIGINT): demo.py installs its own handler before it starts anything,
+    # and its children, started after that, begin with the default.
     process = subprocess.Popen(
         [sys.executable, "demo.py"],
         cwd=EXAMPLE,
