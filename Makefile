@@ -20,10 +20,10 @@ $(VENV_DJANGO42)/.installed: setup.cfg pyproject.toml
 	$(VENV_DJANGO42)/bin/pip install $(PIP_FLAGS) -e ".[uvloop,test]" "django>=4.2,<4.3"
 	touch $@
 
-# The example project on http://127.0.0.1:8000/ until Ctrl-C.
+# The example project under gunicorn on http://127.0.0.1:8000/ until Ctrl-C
+# (example_project/demo.py: migrate, staff user, upstream server, gunicorn).
 demo: $(VENV)/.installed
-	cd example_project && ../$(VENV)/bin/python manage.py migrate --noinput
-	cd example_project && ../$(VENV)/bin/python manage.py runserver 127.0.0.1:8000
+	cd example_project && exec ../$(VENV)/bin/python demo.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
