@@ -39,13 +39,15 @@ def route_to_shared_loop() -> None:
         # now: a task asgiref put there could be cancelled, or never run.
         stop_routing()
         return
-    local = SyncToAsync.threadlocal
-    if getattr(local, "main_event_loop", None) is run.loop:
-        return  # noted already, by request_started or an earlier request
-    if not hook_works():
+    if is_routed_to(run.loop) or not hook_works():
         return
-    local.main_event_loop = run.loop
-    local.main_event_loop_pid = os.getpid()
+    SyncToAsync.threadlocal.main_event_loop = run.loop
+    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+
+
+def is_routed_to(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this thread's ``async_to_sync`` calls already go to ``loop``."""
+    return getattr(SyncToAsync.threadlocal, "main_event_loop", None) is loop
 
 
 def stop_routing() -> None:

@@ -31,6 +31,11 @@ class LoopToken:
         self._once = threading.Lock()
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this token keeps (or kept) running."""
+        return self._run.loop
+
+    @property
     def held(self) -> bool:
         """Whether this token still keeps the shared loop alive."""
         return not self._once.locked() and runtime().is_current(self._run)
@@ -55,8 +60,8 @@ class LoopToken:
         return f"<LoopToken {'held' if self.held else 'released'}>"
 
     def __del__(self) -> None:
-        if not self.held:
-            return
+        if self._once.locked() or not self.held:
+            return  # released, the common case, checked first: one per request
         # Finalizers can run anywhere, even inside the runtime's lock, so the
         # release is handed to the loop's thread instead of done here.
         try:
