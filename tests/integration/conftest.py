@@ -108,6 +108,13 @@ class Launcher:
         wait_until_serving(server)
         return server
 
+    def gunicorn(self, *options: str, **kwargs: Any) -> Server:
+        """Start gunicorn serving ``tests.wsgi`` with ``options`` on a free port;
+        ``kwargs`` go to ``launch`` (``settings=``, ``extra_env=``)."""
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options]
+        return self.launch("gunicorn", [*command, "tests.wsgi:application"], port=port, **kwargs)
+
     def stop_all(self) -> None:
         """Stop what is still running, each by its own pid; a server started in a
         session of its own also loses whatever is left of its process group."""
@@ -134,12 +141,4 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
 @pytest.fixture
 def gunicorn(launcher: Launcher) -> Callable[..., Server]:
     """Start gunicorn with the given options (and optional ``settings=``, ``extra_env=``)."""
-
-    def start(*options: str, **kwargs: Any) -> Server:
-        port = free_port()
-        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options]
-        return launcher.launch(
-            "gunicorn", [*command, "tests.wsgi:application"], port=port, **kwargs
-        )
-
-    return start
+    return launcher.gunicorn

@@ -14,7 +14,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, Server, free_port, stop, wait_until_serving
+from tests.integration.conftest import Launcher, Server
 from tests.status_worker import manage
 
 SETTINGS = "tests.integration.status_settings"
@@ -74,35 +73,16 @@ def settings_env(status_dir: Path, database: Path | None = None) -> dict[str, st
 
 
 @pytest.fixture
-def status_gunicorn(tmp_path: Path) -> Iterator[Callable[..., StatusServer]]:
+def status_gunicorn(launcher: Launcher) -> Callable[..., StatusServer]:
     """Start gunicorn with the given options and the status settings."""
-    started: list[Server] = []
 
     def start(*options: str, database: Path | None = None) -> StatusServer:
-        port = free_port()
-        status_dir = tmp_path / f"status-{port}"
+        status_dir = launcher.tmp_path / f"status-{len(launcher.started)}"
         env = settings_env(status_dir, database)
-        stderr_path = tmp_path / f"gunicorn-{port}.err"
-        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options]
-        with stderr_path.open("wb") as stderr:  # the child keeps its own copy
-            process = subprocess.Popen(
-                [*command, "tests.wsgi:application"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        server = Server(process, f"http://127.0.0.1:{port}/", stderr_path)
-        started.append(server)
-        wait_until_serving(server)
+        server = launcher.gunicorn(*options, settings=SETTINGS, extra_env=env)
         return StatusServer(server, status_dir, env)
 
-    try:
-        yield start
-    finally:
-        for server in started:
-            if server.process.poll() is None:
-                stop(server)
+    return start
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import NOISE, ROOT, Server, free_port, stop, wait_until_serving
+from tests.integration.conftest import NOISE, ROOT, Launcher, Server, stop
 from tests.testapp import debug_page, events
 from tests.testapp import views as testapp_views
 
@@ -29,35 +29,20 @@ EVENTS = "tests.integration.events_settings"
 def serve(workdir: Path, settings: str, **env: str) -> Iterator[Server]:
     """gunicorn (1 gthread worker, 4 threads) with ``settings`` on a fresh database
     in ``workdir``; stopped by its pid when the block ends."""
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": settings,
-        "PYTHONDEVMODE": "1",
-        "LOOPTOKEN_TEST_DB": str(workdir / "db.sqlite3"),
-        **env,
-    }
+    db = {"LOOPTOKEN_TEST_DB": str(workdir / "db.sqlite3"), **env}
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, **db}
     migrate = [sys.executable, "-m", "django", "migrate", "--run-syncdb", "--noinput", "-v", "0"]
     done = subprocess.run(migrate, cwd=ROOT, env=environment, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
-    port = free_port()
-    stderr_path = workdir / f"gunicorn-{port}.err"
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
-    command += ["--worker-class", "gthread", "--workers", "1", "--threads", "4"]
-    with stderr_path.open("wb") as stderr:  # the child keeps its own copy
-        process = subprocess.Popen(
-            [*command, "tests.wsgi:application"],
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}/", stderr_path)
+    launcher = Launcher(workdir)
     try:
-        wait_until_serving(server)
-        yield server
+        yield launcher.gunicorn(
+            *("--worker-class", "gthread", "--workers", "1", "--threads", "4"),
+            settings=settings,
+            extra_env=db,
+        )
     finally:
-        if server.process.poll() is None:
-            stop(server)
+        launcher.stop_all()
 
 
 # A token released only because it was garbage-collected was leaked first.
