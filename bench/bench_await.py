@@ -5,6 +5,7 @@ Run it from the repository root::
     .venv/bin/python bench/bench_await.py             # full run, a few minutes
     .venv/bin/python bench/bench_await.py --quick     # smoke run, ~20 s
     .venv/bin/python bench/bench_await.py --rounds 30 --backend uvloop
+    .venv/bin/python bench/bench_await.py --pin 1     # everything on CPU 1
     .venv/bin/python bench/bench_await.py --json bench/results/bench_await.json  # for chart.py
 
 It measures microseconds per call of a trivial coroutine with one suspension
@@ -21,9 +22,25 @@ Why rounds are interleaved: the cost of these calls is dominated by waking
 threads up, and this machine's thread wake-up latency swings between regimes
 that last seconds. Measuring contender A for a minute and then contender B
 would compare regimes, not contenders. So every round runs every contender
-once (in a rotating order), each round takes ~75 ms per contender, and the
-report gives medians across rounds; ratios are medians of the per-round
-ratios, i.e. of measurements taken side by side.
+once, each round takes ~75 ms per contender, and the report gives medians
+across rounds; ratios are medians of the per-round ratios, i.e. of
+measurements taken side by side.
+
+Why the order is shuffled every round: the regime a measurement meets
+depends on what ran just before it (after some jobs this VM's idle CPU
+answers wake-ups fast for a while). A fixed order, even rotated, gives each
+job the same predecessor in every round: in earlier versions of this file
+``await_`` always followed anyio's 8-caller job, which made its 1-caller
+figure up to twice as fast as the same code measured after other jobs.
+A seeded shuffle gives every job varied predecessors, and a run can be
+repeated.
+
+``--pin CPU`` runs everything on that one CPU. The caller and the loop
+thread then hand over on the CPU they share, so the VM's cross-CPU wake-up
+latency (tens of µs here, and the regimes above) drops out, and what is left
+is each contender's own cost: its Python work and two context switches. Run
+both ways; the unpinned figures are what a server sees, the pinned ones
+compare the code.
 
 Each loop backend (asyncio, uvloop) runs in its own child process, since
 Django settings can be configured only once per process; the parent prints
@@ -43,6 +60,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -332,10 +350,15 @@ def run_backend(
         progress(f"[{backend}] iterations per caller per round: {iterations}")
 
         results = Results({(c.key, n): [] for c, n in jobs})
+        shuffle = random.Random(rounds).shuffle  # seeded: a run can be repeated
         started = time.perf_counter()
         for index in range(rounds):
-            shift = index % len(jobs)
-            for contender, callers in jobs[shift:] + jobs[:shift]:
+            # A fresh order every round: a job's figure depends on what ran
+            # just before it (see the module docstring), so no job may
+            # always follow the same one.
+            order = jobs[:]
+            shuffle(order)
+            for contender, callers in order:
                 count = iterations[contender.key, callers]
                 wall = measure(contender, callers, count)
                 # Per call of the whole process: with 8 callers the loop serves
@@ -386,9 +409,10 @@ def print_report(
     out: list[str] = [
         f"### Backend: {backend} (`{loop_name}`)",
         "",
-        f"{rounds} interleaved rounds of ~{target * 1000:.0f} ms per contender and caller "
-        f"count ({elapsed:.0f} s); medians across rounds. With {MANY} callers, µs/call is "
-        f"the wall time divided by all calls made (each caller waits ~{MANY}x that).",
+        f"{rounds} interleaved rounds, each in a fresh shuffled order, of "
+        f"~{target * 1000:.0f} ms per contender and caller count ({elapsed:.0f} s); medians "
+        f"across rounds. With {MANY} callers, µs/call is the wall time divided by all calls "
+        f"made (each caller waits ~{MANY}x that).",
         "",
         f"| contender | 1 caller µs/call | {MANY} callers µs/call | {MANY} callers calls/s |",
         "|---|---:|---:|---:|",
@@ -539,11 +563,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--backend", choices=BACKENDS, help="run only this backend")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument(
+        "--pin", type=int, metavar="CPU", help="run everything on this one CPU (see above)"
+    )
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.pin is not None:
+        usable = sorted(os.sched_getaffinity(0))
+        if args.pin not in usable:
+            parser.error(f"--pin {args.pin}: this process may run on CPUs {usable} only")
+        # Before any thread starts; the children inherit it.
+        os.sched_setaffinity(0, {args.pin})
     if args.child:
         child_main(args.child, rounds, args.quick, args.json)
     return parent_main(args, rounds)
@@ -588,6 +621,7 @@ def write_json(path: str, backends: list[str], rounds: int, quick: bool) -> None
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "cpus_usable": sorted(os.sched_getaffinity(0)),
         "versions": {dist: version(dist) for dist in dists},
         "rounds": rounds,
         "quick": quick,

@@ -18,13 +18,16 @@ What runs, all on 127.0.0.1, each process stopped by its pid at the end:
 * wrk (``apt-get install wrk``) as the load generator, in its own process:
   one thread, 32 connections, bounded in time.
 
-Every round measures every contender once, in a rotating order: a 1 s wrk
-warm-up (pools reach their steady state again after idling through the other
-contenders), then a timed wrk run. Around the timed run the driver reads the
-gunicorn workers' CPU time (``utime + stime`` in ``/proc/<pid>/stat``) and the
-upstream's connection counter. This machine is shared and noisy, so the
-report gives medians across rounds, and ratios are medians of per-round
-ratios: measurements taken side by side.
+Every round measures every contender once, in a fresh shuffled order
+(seeded, so a run can be repeated; a rotated order would give each contender
+the same predecessor every round, and on this machine what ran just before
+moves a measurement): a 1 s wrk warm-up (pools reach their steady state
+again after idling through the other contenders), then a timed wrk run.
+Around the timed run the driver reads the gunicorn workers' CPU time
+(``utime + stime`` in ``/proc/<pid>/stat``) and the upstream's connection
+counter. This machine is shared and noisy, so the report gives medians
+across rounds, and ratios are medians of per-round ratios: measurements
+taken side by side.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -647,15 +651,17 @@ TRIVIAL = ("trivial/plain", "trivial/looptoken")
 
 
 def run_rounds(bench: Bench, rounds: int, seconds: int) -> Results:
-    """Every contender once per round, in an order rotated each round; the two
-    trivial views as one job, alternating with each other."""
+    """Every contender once per round, in a fresh shuffled order each round;
+    the two trivial views as one job, alternating with each other."""
     results = Results({c.key: [] for c in CONTENDERS})
     by_key = {c.key: c for c in CONTENDERS}
     jobs = [c.key for c in CONTENDERS if c.key not in TRIVIAL] + ["trivial"]
+    shuffle = random.Random(rounds).shuffle
     started = time.monotonic()
     for index in range(rounds):
-        shift = index * 5 % len(jobs)  # 5 is prime to 12: new neighbours each round
-        for job in jobs[shift:] + jobs[:shift]:
+        order = jobs[:]
+        shuffle(order)
+        for job in order:
             if job == "trivial":
                 pair = bench.measure_pair(by_key[TRIVIAL[0]], by_key[TRIVIAL[1]], seconds)
                 for key, sample in zip(TRIVIAL, pair, strict=True):
@@ -812,7 +818,7 @@ def header(args: argparse.Namespace, loops: dict[str, str], load: tuple[float, f
             f"{args.pool} connections per process",
             f"- loops: app's shared loop `{loops['looptoken']}`, hand-written thread "
             f"`{loops['plain']}`",
-            f"- {args.rounds} rounds, each contender once per round in a rotated order: "
+            f"- {args.rounds} rounds, each contender once per round in a fresh shuffled order: "
             f"{WARMUP_S} s warm-up, then {args.seconds} s timed (the two trivial views: "
             f"{args.seconds} windows of 1 s each, alternated A B B A); each timed window "
             "starts and ends with idle servers; medians across rounds, ratios are medians "

@@ -1,7 +1,8 @@
-"""bench/feature_table.py: the probes behind the README's feature table.
+"""The benchmark scripts' own behaviour.
 
-The looptoken column must read "yes" everywhere, and the same probes must
-find the features missing where they are (``asyncio.run``, Django's own
+``bench/feature_table.py`` holds the probes behind the README's feature
+table. The looptoken column must read "yes" everywhere, and the same probes
+must find the features missing where they are (``asyncio.run``, Django's own
 async views), so a probe that always said yes would fail here. Only the
 columns that need no ``bench`` extra run (that extra is not installed in CI).
 """
@@ -55,3 +56,21 @@ def test_probes_find_missing_features(tmp_path: Path) -> None:
     assert "Event loop is closed" in cells["2"]["asyncio.run"]["note"]
     assert cells["4"]["django"]["verdict"] == "yes"  # async_to_sync hands back to the caller
     assert cells["9"]["django"]["verdict"] == "no"
+
+
+def test_bench_await_refuses_a_cpu_it_may_not_run_on() -> None:
+    """``bench_await.py --pin`` with a CPU outside the process's affinity is a
+    usage error naming the CPUs it may use, before anything is measured."""
+    usable = sorted(os.sched_getaffinity(0))
+    outside = max(usable) + 1
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_await.py"), "--pin", str(outside)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--pin {outside}: this process may run on CPUs {usable} only" in done.stderr
+    assert done.stdout == ""
