@@ -40,7 +40,11 @@ thread then hand over on the CPU they share, so the VM's cross-CPU wake-up
 latency (tens of µs here, and the regimes above) drops out, and what is left
 is each contender's own cost: its Python work and two context switches. Run
 both ways; the unpinned figures are what a server sees, the pinned ones
-compare the code.
+compare the code. Unpinned, contenders that run their own loop thread
+(score.asyncio, anyio) also differ by where the scheduler put each thread,
+which holds for the whole process: the same code has given score.asyncio
+anything from 0.5x to 1.4x ``await_``'s single-call time from one process to
+the next.
 
 Each loop backend (asyncio, uvloop) runs in its own child process, since
 Django settings can be configured only once per process; the parent prints
