@@ -98,15 +98,15 @@ def caller_state() -> object:
     return None if _DIRECT else current_executor()
 
 
-def enter_loop_thread(executor: concurrent.futures.Executor) -> None:
-    """On the loop thread, inside the context copied from the caller: make
+def enter_loop_thread(executor: concurrent.futures.Executor, context: contextvars.Context) -> None:
+    """On the loop thread, running in ``context`` (copied from the caller): make
     asgiref's Local data visible here and route thread-sensitive calls."""
     if not _DIRECT:
-        restore_context(contextvars.copy_context())
+        restore_context(context)
         set_current_executor(executor)
         return
     here = threading.get_ident()
-    for var, value in contextvars.copy_context().items():
+    for var, value in context.items():
         if type(value) is _Storage and var is not _EXECUTORS_VAR:
             var.set(_Storage(here, value.data))
     _EXECUTORS_VAR.set(_Storage(here, {"current": executor}))  # type: ignore[union-attr]

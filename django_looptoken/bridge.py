@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Coroutine, Iterable
@@ -155,6 +156,7 @@ class _Spawn:
         self.coro = coro
         self.future = future
         self.started = False
+        self.context = contextvars.copy_context()
 
     def start(self) -> None:
         run = self.run
@@ -163,7 +165,7 @@ class _Spawn:
             self.abort()
             return
         self.started = True
-        enter_loop_thread(background_executor)
+        enter_loop_thread(background_executor, self.context)
         task = run.loop.create_task(self.coro)
         run.background.add(task)
         task.add_done_callback(self._on_done)
@@ -204,7 +206,7 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
     # it); if the loop stops before the task starts, abort() cancels the future.
     if run.register(spawned):
         try:
-            run.loop.call_soon_threadsafe(spawned.start)
+            run.loop.call_soon_threadsafe(spawned.start, context=spawned.context)
             return future
         except RuntimeError:  # the loop closed in between
             run.pending.discard(spawned)
