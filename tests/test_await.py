@@ -254,6 +254,46 @@ def test_nested_await_from_thread_sensitive_code(
     assert looptoken.await_(outer()) == threading.get_ident()
 
 
+def test_work_handed_back_while_a_nested_call_waits_is_not_lost(
+    token: looptoken.LoopToken,
+) -> None:
+    """While the caller's thread waits in a nested call, the outer call hands
+    it more work: the work runs once the nested call returns, and both finish."""
+    order: list[str] = []
+
+    async def run_outer() -> list[str]:
+        inner_waits = asyncio.Event()
+        gate = asyncio.Event()
+
+        async def inner() -> str:
+            inner_waits.set()
+            await gate.wait()
+            return "inner"
+
+        def sync_middle() -> str:
+            order.append(looptoken.await_(inner()))
+            return "middle"
+
+        def more_work() -> str:
+            order.append("more work")
+            return "more"
+
+        nested = asyncio.ensure_future(sync_to_async(sync_middle)())
+        await inner_waits.wait()
+        more = asyncio.ensure_future(sync_to_async(more_work)())
+        await asyncio.sleep(0)  # more_work is handed to the caller, busy in sync_middle
+        gate.set()
+        return [await nested, await more]
+
+    outcome: list[object] = []
+    caller = threading.Thread(target=lambda: outcome.append(looptoken.await_(run_outer())))
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "a wake-up was lost: the caller still waits"
+    assert outcome == [["middle", "more"]]
+    assert order == ["inner", "more work"]
+
+
 @pytest.mark.django_db
 def test_orm_calls_share_the_callers_connection_and_transaction(
     token: looptoken.LoopToken, context_path: str
