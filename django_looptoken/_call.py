@@ -1,10 +1,10 @@
 """One blocking call into the shared loop, seen from both of its threads.
 
-The caller's thread sleeps on a lock until the task ends. Meanwhile it is the
-task's executor for thread-sensitive sync code (``submit``): such work is
-queued here and run by the sleeping thread, which the lock wakes for it.
-The loop thread is the only one that releases the lock, the caller the only
-one that takes it; ``_signalled`` makes each release pair with one take.
+The caller's thread sleeps on a waker until the task ends. Meanwhile it is
+the task's executor for thread-sensitive sync code (``submit``): such work is
+queued here and run by the sleeping thread, which the loop thread wakes for
+it. The loop thread changes the call's state first and wakes the caller
+after; the caller checks the state before each sleep.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import concurrent.futures
 import contextvars
 import sys
-import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
@@ -45,6 +44,13 @@ _FIRST_STEP = _Suspend()
 _TASKS_TAKE_A_CONTEXT = sys.version_info >= (3, 11)
 
 
+def pick_waker(*, alone: bool) -> _waiting.LockWaker | _waiting.DescriptorWaker:
+    """How the loop thread will wake a caller: alone, the caller gets the GIL
+    with the wake-up (its thread's descriptor waker); among other callers, the
+    loop thread keeps it and serves them on (a lock)."""
+    return _waiting.thread_waker() if alone else _waiting.LockWaker()
+
+
 class Call(concurrent.futures.Executor, Generic[_T]):
     """Run ``coro`` on ``run``'s loop and block the calling thread for it."""
 
@@ -56,13 +62,12 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         "_error",
         "_result",
         "_run",
-        "_signalled",
         "_started",
         "_task",
         "_timed_out",
         "_timeout",
         "_timer",
-        "_wakeup",
+        "_waker",
         "_work",
     )
 
@@ -71,9 +76,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         self._coro = coro
         self._timeout = timeout
         self._context = contextvars.copy_context()
-        self._wakeup = threading.Lock()
-        self._wakeup.acquire()
-        self._signalled = False
+        self._waker: _waiting.LockWaker | _waiting.DescriptorWaker
         self._work: deque[WorkItem] = deque()
         self._caller_left = False
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +93,8 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         """Run the call; return its result or raise its exception."""
         run = self._run
         state = caller_state()
+        # Before register(): from then on, the loop's end may wake this call.
+        self._waker = pick_waker(alone=not run.pending)
         if not run.register(self):
             self._coro.close()
             raise LoopStoppedError("The shared loop stopped before the call could start.")
@@ -133,12 +138,11 @@ class Call(concurrent.futures.Executor, Generic[_T]):
 
     def _serve_until_done(self) -> None:
         while True:
-            _waiting.acquire(self._wakeup)
-            self._signalled = False
             while self._work:
                 self._work.popleft().run()
             if self._done:
                 return
+            self._waker.wait()
 
     def _leave(self) -> None:
         # Nobody will run handed-back work here any more. submit() runs on the
@@ -166,17 +170,12 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         item = WorkItem(future, fn, args, kwargs)
         if not (self._caller_left or self._done):
             self._work.append(item)
-            self._wake()
+            self._waker.wake()
         else:
             # A task that outlived its caller (it was spawned from the call,
             # or the caller was interrupted) still gets its sync work done.
             background_executor.run_item(item)
         return future
-
-    def _wake(self) -> None:
-        if not self._signalled:
-            self._signalled = True
-            self._wakeup.release()
 
     def _start(self) -> None:
         # Runs in the call's context. The task runs in it too (where Python
@@ -241,7 +240,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         if self._error is not None:
             run.await_errors += 1
         self._done = True  # the loop thread also runs submit(): no race with it
-        self._wake()
+        self._waker.wake()
 
     def abort(self) -> None:
         """The loop ended for good under this call (called on the loop thread)."""
@@ -251,4 +250,4 @@ class Call(concurrent.futures.Executor, Generic[_T]):
             self._coro.close()  # never started: no "was never awaited" warning
         self._error = LoopStoppedError("The shared loop stopped while this call waited.")
         self._done = True
-        self._wake()
+        self._waker.wake()

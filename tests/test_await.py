@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import os
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.utils import translation
 
 import django_looptoken as looptoken
-from django_looptoken import _handback, signals
+from django_looptoken import _call, _handback, _waiting, signals
 from django_looptoken._call import Call
 from django_looptoken._runtime import State, runtime
 from tests.testapp.models import Item
@@ -43,6 +44,23 @@ def context_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(_handback, "_DIRECT", False)
     else:
         assert _handback._DIRECT, "the installed asgiref should allow the direct path"
+    return str(request.param)
+
+
+@pytest.fixture(params=["lock", "eventfd", "pipe"])
+def waker_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every way a waiting caller is woken, whether or not it is alone: a lock,
+    its thread's eventfd (Linux), its thread's pipe (elsewhere). Threads make
+    new descriptor wakers for the test."""
+    if request.param == "lock":
+        monkeypatch.setattr(_call, "pick_waker", lambda *, alone: _waiting.LockWaker())
+        return "lock"
+    if request.param == "pipe":
+        monkeypatch.setattr(_waiting, "USE_EVENTFD", False)
+    else:
+        assert _waiting.USE_EVENTFD, "this platform should have os.eventfd"
+    monkeypatch.setattr(_waiting, "_local", threading.local())
+    monkeypatch.setattr(_call, "pick_waker", lambda *, alone: _waiting.thread_waker())
     return str(request.param)
 
 
@@ -255,10 +273,12 @@ def test_nested_await_from_thread_sensitive_code(
 
 
 def test_work_handed_back_while_a_nested_call_waits_is_not_lost(
-    token: looptoken.LoopToken,
+    token: looptoken.LoopToken, waker_kind: str
 ) -> None:
     """While the caller's thread waits in a nested call, the outer call hands
-    it more work: the work runs once the nested call returns, and both finish."""
+    it more work. With a descriptor waker both calls share the thread's, and
+    the nested wait takes that wake-up: the work still runs once the nested
+    call returns, and both finish."""
     order: list[str] = []
 
     async def run_outer() -> list[str]:
@@ -292,6 +312,73 @@ def test_work_handed_back_while_a_nested_call_waits_is_not_lost(
     assert not caller.is_alive(), "a wake-up was lost: the caller still waits"
     assert outcome == [["middle", "more"]]
     assert order == ["inner", "more work"]
+
+
+def test_every_waker_carries_results_and_handed_back_work(
+    token: looptoken.LoopToken, waker_kind: str
+) -> None:
+    async def many_sync_calls() -> set[int]:
+        return {await sync_to_async(threading.get_ident)() for _ in range(20)}
+
+    assert looptoken.await_(many_sync_calls()) == {threading.get_ident()}
+    assert looptoken.await_(_answer(7)) == 7
+    with pytest.raises(KeyError):
+        looptoken.await_(_fail())
+
+
+def test_a_caller_alone_gets_its_threads_descriptor_waker_others_a_lock(
+    token: looptoken.LoopToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, a caller is woken with the GIL (fewer context switches); while
+    other calls wait too, the loop thread keeps the GIL to serve them on."""
+    picked: list[str] = []
+    real_pick = _call.pick_waker
+
+    def recording_pick(*, alone: bool) -> _waiting.LockWaker | _waiting.DescriptorWaker:
+        waker = real_pick(alone=alone)
+        picked.append(type(waker).__name__)
+        return waker
+
+    monkeypatch.setattr(_call, "pick_waker", recording_pick)
+    gate = threading.Event()
+    other_waits = threading.Event()
+
+    async def held_open() -> None:
+        other_waits.set()
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)
+
+    looptoken.await_(_answer(1))
+    other = threading.Thread(target=lambda: looptoken.await_(held_open()))
+    other.start()
+    try:
+        assert other_waits.wait(10)
+        looptoken.await_(_answer(2))
+    finally:
+        gate.set()
+        other.join(10)
+    assert picked == ["DescriptorWaker", "DescriptorWaker", "LockWaker"]
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_threads_descriptor_waker_is_closed_when_the_thread_ends(
+    token: looptoken.LoopToken, waker_kind: str
+) -> None:
+    looptoken.await_(_answer(0))  # this thread's waker exists before the count
+    before = _open_descriptors()
+    for _ in range(3):
+        callers = [
+            threading.Thread(target=looptoken.await_, args=(_answer(1),)) for _ in range(10)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(30)
+    gc.collect()
+    assert _open_descriptors() == before
 
 
 @pytest.mark.django_db
@@ -360,7 +447,9 @@ def test_refuses_to_run_from_a_thread_running_another_loop() -> None:
         gc.collect()
 
 
-def test_keyboard_interrupt_while_waiting_cancels_the_task(token: looptoken.LoopToken) -> None:
+def test_keyboard_interrupt_while_waiting_cancels_the_task(
+    token: looptoken.LoopToken, waker_kind: str
+) -> None:
     assert threading.current_thread() is threading.main_thread()
     started = threading.Event()
     cancelled = threading.Event()

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import pytest
 
 import django_looptoken as looptoken
+from django_looptoken import _waiting
 from django_looptoken._runtime import State, runtime
 
 pytestmark = [
@@ -421,6 +422,38 @@ def test_the_parents_unstarted_loop_is_not_the_childs() -> None:
     assert not upcoming.is_closed()
     with looptoken.start_loop():
         assert looptoken.await_(_where(8))["loop"] is upcoming
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_the_child_wakes_on_its_own_descriptors(token: looptoken.LoopToken) -> None:
+    """A caller alone is woken through its thread's descriptor, which fork
+    copies. Shared, the parent's and the child's thread could each take the
+    other's wake-ups and wait for ever; the child's thread gets its own."""
+    looptoken.await_(_where(0))
+    parent_waker = _waiting.thread_waker()
+    parent_descriptors = parent_waker.descriptors()
+
+    def child() -> Report:
+        # Checked first, before a new waker may reuse the numbers.
+        inherited_open = [fd for fd in parent_descriptors if _is_open(fd)]
+        with looptoken.start_loop():
+            values = [looptoken.await_(_where(n))["value"] for n in range(50)]
+        return {
+            "inherited_open": inherited_open,
+            "own_waker": _waiting.thread_waker() is not parent_waker,
+            "values_ok": values == list(range(50)),
+        }
+
+    assert in_child(child) == {"inherited_open": [], "own_waker": True, "values_ok": True}
+    assert _waiting.thread_waker() is parent_waker
+    assert looptoken.await_(_where(1))["value"] == 1
 
 
 async def _loop_thread_native_id() -> int:
