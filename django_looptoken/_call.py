@@ -48,7 +48,12 @@ def pick_waker(*, alone: bool) -> _waiting.LockWaker | _waiting.DescriptorWaker:
     """How the loop thread will wake a caller: alone, the caller gets the GIL
     with the wake-up (its thread's descriptor waker); among other callers, the
     loop thread keeps it and serves them on (a lock)."""
-    return _waiting.thread_waker() if alone else _waiting.LockWaker()
+    if alone:
+        try:
+            return _waiting.thread_waker()
+        except OSError:  # out of file descriptors: a lock wakes it too, a little later
+            pass
+    return _waiting.LockWaker()
 
 
 class Call(concurrent.futures.Executor, Generic[_T]):

@@ -117,7 +117,8 @@ class DescriptorWaker:
 
     def close(self) -> None:
         """Close the descriptors (idempotent); the waker is of no use after."""
-        for fd in self.descriptors():
+        # getattr: also called (as __del__) when __init__ failed half-way.
+        for fd in {getattr(self, "_read_fd", -1), getattr(self, "_write_fd", -1)}:
             if fd >= 0:
                 os.close(fd)
         self._read_fd = self._write_fd = -1

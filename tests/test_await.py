@@ -359,6 +359,18 @@ def test_a_caller_alone_gets_its_threads_descriptor_waker_others_a_lock(
     assert picked == ["DescriptorWaker", "DescriptorWaker", "LockWaker"]
 
 
+def test_a_caller_alone_without_descriptors_to_spare_is_woken_by_a_lock(
+    token: looptoken.LoopToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_descriptors_left() -> _waiting.DescriptorWaker:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(_waiting, "_local", threading.local())
+    monkeypatch.setattr(_waiting, "DescriptorWaker", no_descriptors_left)
+    assert isinstance(_call.pick_waker(alone=True), _waiting.LockWaker)
+    assert looptoken.await_(_answer(3)) == 3
+
+
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
