@@ -47,20 +47,30 @@ def context_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return str(request.param)
 
 
-@pytest.fixture(params=["lock", "eventfd", "pipe"])
-def waker_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every way a waiting caller is woken, whether or not it is alone: a lock,
-    its thread's eventfd (Linux), its thread's pipe (elsewhere). Threads make
-    new descriptor wakers for the test."""
-    if request.param == "lock":
+def _wake_every_caller_with(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if kind == "lock":
         monkeypatch.setattr(_call, "pick_waker", lambda *, alone: _waiting.LockWaker())
-        return "lock"
-    if request.param == "pipe":
+        return
+    if kind == "pipe":
         monkeypatch.setattr(_waiting, "USE_EVENTFD", False)
     else:
         assert _waiting.USE_EVENTFD, "this platform should have os.eventfd"
-    monkeypatch.setattr(_waiting, "_local", threading.local())
+    monkeypatch.setattr(_waiting, "_local", threading.local())  # new wakers of that kind
     monkeypatch.setattr(_call, "pick_waker", lambda *, alone: _waiting.thread_waker())
+
+
+@pytest.fixture(params=["lock", "eventfd", "pipe"])
+def waker_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every way a waiting caller is woken, whether or not it is alone: a lock,
+    its thread's eventfd (Linux), its thread's pipe (elsewhere)."""
+    _wake_every_caller_with(request.param, monkeypatch)
+    return str(request.param)
+
+
+@pytest.fixture(params=["eventfd", "pipe"])
+def descriptor_waker_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The wakers that hold file descriptors."""
+    _wake_every_caller_with(request.param, monkeypatch)
     return str(request.param)
 
 
@@ -377,7 +387,7 @@ def _open_descriptors() -> int:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
 def test_a_threads_descriptor_waker_is_closed_when_the_thread_ends(
-    token: looptoken.LoopToken, waker_kind: str
+    token: looptoken.LoopToken, descriptor_waker_kind: str
 ) -> None:
     looptoken.await_(_answer(0))  # this thread's waker exists before the count
     before = _open_descriptors()
