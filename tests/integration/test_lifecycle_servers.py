@@ -113,8 +113,16 @@ def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
 
     # A code change: the child exits cleanly and a new one serves.
     watched = ROOT / "tests" / "integration" / "lifecycle_urls.py"
-    os.utime(watched)
-    wait_for(lambda: f"Shared loop stopped (pid {first['pid']})" in server.stderr(), "reload")
+
+    def touched_and_reloaded() -> bool:
+        # Django's StatReloader only reports a file whose mtime it has seen
+        # before: a touch that lands before its first pass over the files is
+        # missed for good. So touch until the child stops; every touch comes
+        # before the new child starts, so it cannot reload again.
+        os.utime(watched)
+        return f"Shared loop stopped (pid {first['pid']})" in server.stderr()
+
+    wait_for(touched_and_reloaded, "reload")
     wait_for(lambda: len(_loop_pids(server)) == 2, "the new child's loop")
     wait_until_serving(server)
     second = httpx.get(server.url + "lifecycle/loop/", timeout=10).json()
