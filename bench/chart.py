@@ -88,15 +88,14 @@ def await_chart(data: dict[str, Any], out: Path) -> None:
         ax.legend(loc="lower right", fontsize=8)
         ax.margins(x=0.15)
     quick = " (--quick smoke run)" if data.get("quick") else ""
-    fig.suptitle(
+    save(
+        fig,
         "Running a trivial coroutine from sync code: µs per call, medians of "
         f"{data['rounds']} interleaved rounds{quick}; with 8 callers, wall time / all calls\n"
         + versions_line(data, ("Django", "asgiref", "uvloop", "anyio", "score.asyncio"))
         + f"; {data['cpus']} CPUs; {data['date']}",
-        fontsize=10,
+        out,
     )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
 
 
 def e2e_chart(data: dict[str, Any], out: Path) -> None:
@@ -131,15 +130,21 @@ def e2e_chart(data: dict[str, Any], out: Path) -> None:
         p99_ax.set_title(f"{library} client: tail latency", fontsize=10)
     setup = data["setup"]
     quick = " (--quick smoke run)" if setup.get("quick") else ""
-    fig.suptitle(
+    save(
+        fig,
         "Views fanning out to 10 upstream calls under gunicorn + wrk "
         f"({setup['connections']} connections, {setup['delay_s'] * 1000:g} ms upstream, "
         f"pools of {setup['pool']}; medians of {rounds(setup['rounds'])} of "
         f"{setup['seconds']} s){quick}\n"
         + versions_line(data, ("Django", "gunicorn", "aiohttp", "httpx", "uvloop"))
         + f"; {data['cpu']}, {data['cpus']} CPUs; {data['date']}",
-        fontsize=10,
+        out,
     )
+
+
+def save(fig: Figure, title: str, out: Path) -> None:
+    """Title the figure, lay it out and write it as a PNG."""
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

@@ -46,8 +46,10 @@ def wait_for(
 # -- waking a thread that waits for the loop ---------------------------------------
 #
 # A waiter checks what it waits for before each wait(); wake() comes after the
-# waker's owner changed that state. Wake-ups may be merged or arrive late, so
-# wait() may return without news: the waiter checks again.
+# waker's owner changed that state. Wake-ups may be merged or arrive late (a
+# thread's descriptor waker outlives its calls: the loop may still wake it for
+# a call its thread left on Ctrl-C), so wait() may return without news: the
+# waiter checks again.
 
 
 class LockWaker:
@@ -108,7 +110,9 @@ class DescriptorWaker:
         """Block until woken since the last ``wait()``."""
         while not self._poll.poll(_SIGNAL_CHECK_MS):
             pass
-        with contextlib.suppress(BlockingIOError):  # taken by a nested wait meanwhile
+        # Only this thread reads, so a readable descriptor has something to
+        # read; if not, there is no wake-up to take and the waiter checks again.
+        with contextlib.suppress(BlockingIOError):
             os.read(self._read_fd, 4096)
 
     def descriptors(self) -> tuple[int, ...]:

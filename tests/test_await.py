@@ -286,9 +286,10 @@ def test_work_handed_back_while_a_nested_call_waits_is_not_lost(
     token: looptoken.LoopToken, waker_kind: str
 ) -> None:
     """While the caller's thread waits in a nested call, the outer call hands
-    it more work. With a descriptor waker both calls share the thread's, and
-    the nested wait takes that wake-up: the work still runs once the nested
-    call returns, and both finish."""
+    it more work. Forced onto the thread's descriptor waker (a nested call is
+    never alone, so it normally gets a lock), both calls share it and the
+    nested wait takes that wake-up: the work still runs once the nested call
+    returns, and both finish."""
     order: list[str] = []
 
     async def run_outer() -> list[str]:
