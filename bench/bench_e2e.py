@@ -2,7 +2,7 @@
 
 Run it from the repository root (``make bench-e2e`` installs wrk first)::
 
-    .venv/bin/python bench/bench_e2e.py            # full run, about 5 minutes
+    .venv/bin/python bench/bench_e2e.py            # full run, about 6 minutes
     .venv/bin/python bench/bench_e2e.py --quick    # smoke run, under a minute
     .venv/bin/python bench/bench_e2e.py --rounds 6 --delay 0.05
     .venv/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json  # for chart.py
@@ -11,10 +11,11 @@ What runs, all on 127.0.0.1, each process stopped by its pid at the end:
 
 * ``bench/upstream.py``: an aiohttp server answering ``/item/<n>`` after a
   fixed delay (20 ms), counting the TCP connections it accepts.
-* Two gunicorn servers (gthread, 2 workers x 16 threads: one worker per core,
-  one thread per load-generator connection) serving ``bench/e2e_site``:
-  ``plain`` (Django without the app) and ``looptoken`` (the app and its
-  middleware). Each fetching view gets the same 10 items from the upstream.
+* Three sites of ``bench/e2e_site``, each two single-worker gunicorn gthread
+  servers (one per core, 16 threads: one per load-generator connection):
+  ``plain`` (Django without the app), ``looptoken`` (the app and its
+  middleware), and ``control``, a second copy of ``plain``. Each fetching
+  view gets the same 10 items from the upstream.
 * wrk (``apt-get install wrk``) as the load generator, in its own process:
   one thread, 32 connections, bounded in time.
 
@@ -27,7 +28,9 @@ Around the timed run the driver reads the gunicorn workers' CPU time
 (``utime + stime`` in ``/proc/<pid>/stat``) and the upstream's connection
 counter. This machine is shared and noisy, so the report gives medians
 across rounds, and ratios are medians of per-round ratios: measurements
-taken side by side.
+taken side by side. The ``control`` site measures the measurement: the same
+code as ``plain`` in other processes (A/A), so its ratio to ``plain`` shows
+how far apart two identical contenders land in this run.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ class Contender:
 
     key: str
     label: str
-    site: str  # "plain" or "looptoken"
+    site: str  # a key of SITES
     path: str
     library: str  # "aiohttp", "httpx", or "" for the trivial view
 
@@ -125,6 +128,19 @@ CONTENDERS = (
                 "plain",
                 f"thread/{lib}/",
                 lib,
+            ),
+            *(
+                [
+                    Contender(
+                        f"thread/{lib}/control",
+                        "3b. the same as 3, on a second Django-alone site (A/A control)",
+                        "control",
+                        f"thread/{lib}/",
+                        lib,
+                    )
+                ]
+                if lib == "aiohttp"  # the library of the targets
+                else []
             ),
             Contender(
                 f"runs_async/{lib}",
@@ -151,6 +167,13 @@ CONTENDERS = (
     ),
     Contender("trivial/plain", "trivial sync view, Django alone", "plain", "trivial/", ""),
     Contender(
+        "trivial/control",
+        "trivial sync view, Django alone, second site (A/A control)",
+        "control",
+        "trivial/",
+        "",
+    ),
+    Contender(
         "trivial/looptoken",
         "trivial sync view, app + `LoopTokenMiddleware`",
         "looptoken",
@@ -158,7 +181,8 @@ CONTENDERS = (
         "",
     ),
 )
-SITES = ("plain", "looptoken")
+# Site name -> E2E_MODE: ``control`` runs the same code as ``plain``.
+SITES = {"plain": "plain", "control": "plain", "looptoken": "looptoken"}
 
 
 def progress(message: str) -> None:
@@ -316,9 +340,10 @@ def cpu_seconds(pids: set[int]) -> float:
 
 @dataclass
 class Site:
-    """The benchmark site in one mode: one single-worker gunicorn per core."""
+    """One site of the benchmark: one single-worker gunicorn per core."""
 
-    mode: str
+    name: str  # a key of SITES
+    mode: str  # E2E_MODE: "plain" or "looptoken"
     servers: list[Process]
     ports: list[int]
 
@@ -334,12 +359,13 @@ class Site:
 
 def start_site(
     fleet: Fleet,
-    mode: str,
+    name: str,
     upstream: Upstream,
     args: argparse.Namespace,
     logdir: Path,
 ) -> Site:
     """Start the site's gunicorn servers (gthread); ``wait_serving`` waits for them."""
+    mode = SITES[name]
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.e2e_site.settings",
@@ -349,7 +375,7 @@ def start_site(
         "E2E_POOL": str(args.pool),
         "E2E_BACKEND": args.backend,
     }
-    site = Site(mode, [], [])
+    site = Site(name, mode, [], [])
     for index in range(SERVERS):
         sock = listening_socket()
         site.ports.append(sock.getsockname()[1])
@@ -363,8 +389,8 @@ def start_site(
             *("--keep-alive", "5", "--graceful-timeout", "10", "--log-level", "warning"),
             "bench.e2e_site.wsgi:application",
         ]
-        name = f"gunicorn-{mode}-{index}"
-        site.servers.append(spawn(fleet, name, command, env, [sock], logdir))
+        process_name = f"gunicorn-{name}-{index}"
+        site.servers.append(spawn(fleet, process_name, command, env, [sock], logdir))
     return site
 
 
@@ -389,11 +415,11 @@ def threads_per_worker(connections: int) -> int:
 def start_all(
     stack: contextlib.ExitStack, args: argparse.Namespace, logdir: Path
 ) -> tuple[Upstream, dict[str, Site]]:
-    """The upstream and both sites, serving; their processes stop when ``stack`` closes."""
+    """The upstream and every site, serving; their processes stop when ``stack`` closes."""
     fleet = Fleet()
     stack.callback(fleet.stop)
     upstream = start_upstream(fleet, args.delay, logdir)
-    sites = {mode: start_site(fleet, mode, upstream, args, logdir) for mode in SITES}
+    sites = {name: start_site(fleet, name, upstream, args, logdir) for name in SITES}
     for site in sites.values():
         wait_serving(site)
     return upstream, sites
@@ -413,7 +439,7 @@ def check_sites(sites: dict[str, Site]) -> dict[str, str]:
                 raise RuntimeError("ASYNC_VIEWS did not take effect in the looptoken site")
             loops[site.mode] = where["loop"]
             for contender in CONTENDERS:
-                if contender.site == site.mode:
+                if contender.site == site.name:
                     check_answer(contender, get(url + contender.path))
     return loops
 
@@ -585,16 +611,18 @@ class Bench:
         self.warm_up(contender)
         return self.timed(contender, seconds)
 
-    def measure_pair(self, a: Contender, b: Contender, seconds: int) -> tuple[Sample, Sample]:
-        """``seconds`` windows of 1 s each, alternated A B B A A B ...: a difference of
-        a few percent would drown in this machine's drift between two longer windows."""
-        self.warm_up(a)
-        self.warm_up(b)
-        windows: dict[Contender, list[Sample]] = {a: [], b: []}
-        for index in range(2 * seconds):
-            contender = (a, b, b, a)[index % 4]
+    def measure_group(self, group: Sequence[Contender], seconds: int) -> list[Sample]:
+        """``seconds`` windows of 1 s for each of ``group``, in the order given and
+        back again (A B C C B A A B C ...): a difference of a few percent would drown
+        in this machine's drift between longer windows taken one after another."""
+        for contender in group:
+            self.warm_up(contender)
+        there_and_back = [*group, *reversed(group)]
+        windows: dict[Contender, list[Sample]] = {c: [] for c in group}
+        for index in range(len(group) * seconds):
+            contender = there_and_back[index % len(there_and_back)]
             windows[contender].append(self.timed(contender, 1))
-        return combine(windows[a]), combine(windows[b])
+        return [combine(windows[c]) for c in group]
 
 
 # -- results -------------------------------------------------------------------
@@ -647,12 +675,12 @@ class Results:
         return sum(s.errors for s in self.samples[key])
 
 
-TRIVIAL = ("trivial/plain", "trivial/looptoken")
+TRIVIAL = ("trivial/plain", "trivial/control", "trivial/looptoken")
 
 
 def run_rounds(bench: Bench, rounds: int, seconds: int) -> Results:
     """Every contender once per round, in a fresh shuffled order each round;
-    the two trivial views as one job, alternating with each other."""
+    the trivial views as one job, alternating with each other."""
     results = Results({c.key: [] for c in CONTENDERS})
     by_key = {c.key: c for c in CONTENDERS}
     jobs = [c.key for c in CONTENDERS if c.key not in TRIVIAL] + ["trivial"]
@@ -663,8 +691,10 @@ def run_rounds(bench: Bench, rounds: int, seconds: int) -> Results:
         shuffle(order)
         for job in order:
             if job == "trivial":
-                pair = bench.measure_pair(by_key[TRIVIAL[0]], by_key[TRIVIAL[1]], seconds)
-                for key, sample in zip(TRIVIAL, pair, strict=True):
+                group = list(TRIVIAL)
+                shuffle(group)
+                samples = bench.measure_group([by_key[key] for key in group], seconds)
+                for key, sample in zip(group, samples, strict=True):
                     results.samples[key].append(sample)
                     progress(
                         f"  {key}: {sample.rps:,.0f} req/s, "
@@ -718,7 +748,7 @@ def trivial_table(results: Results) -> list[str]:
         "| site | req/s | p50 ms | p99 ms | errors | worker CPU ms/req |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key in ("trivial/plain", "trivial/looptoken"):
+    for key in TRIVIAL:
         label = next(c.label for c in CONTENDERS if c.key == key)
         lines.append(
             f"| {label} | {results.median(key, 'rps'):,.0f} "
@@ -738,6 +768,8 @@ def targets(results: Results) -> tuple[list[str], bool]:
 
     Each verdict is on the median of per-round ratios, printed with the range
     of the rounds' ratios so that a verdict within the noise shows as such.
+    The A/A lines (no verdict) give the same ratios for two identical
+    contenders: how close to 1.0 this run can measure.
     """
     lines: list[str] = []
     passed = True
@@ -763,13 +795,24 @@ def targets(results: Results) -> tuple[list[str], bool]:
         )
         check(statistics.median(p99) <= 1.0, f"{way} p99 <= hand-written thread's ({spread(p99)})")
         check(conns < 20, f"{way} < 20 upstream connections per 1,000 requests ({conns:.1f})")
-    plain, app = TRIVIAL
+    twin = "thread/aiohttp/control"
+    lines.append(
+        "- A/A: the hand-written thread on a second Django-alone site "
+        f"(req/s {spread(results.ratios(twin, 'thread/aiohttp'))}; "
+        f"p99 {spread(results.ratios(twin, 'thread/aiohttp', 'p99_ms'))})"
+    )
+    plain, control, app = TRIVIAL
     middleware = results.ratios(app, plain)
     cpu = results.cpu_per_request_ratio(app, plain)
     check(
         statistics.median(middleware) >= 0.97,
         "app + LoopTokenMiddleware on a trivial sync view costs < 3% req/s "
         f"(req/s {spread(middleware)}; worker CPU per request {spread(cpu)})",
+    )
+    lines.append(
+        "- A/A: the trivial view on a second Django-alone site "
+        f"(req/s {spread(results.ratios(control, plain))}; "
+        f"worker CPU per request {spread(results.cpu_per_request_ratio(control, plain))})"
     )
     errors = sum(results.errors(c.key) for c in CONTENDERS)
     check(errors == 0, f"no failed requests ({errors})")
@@ -819,8 +862,8 @@ def header(args: argparse.Namespace, loops: dict[str, str], load: tuple[float, f
             f"- loops: app's shared loop `{loops['looptoken']}`, hand-written thread "
             f"`{loops['plain']}`",
             f"- {args.rounds} rounds, each contender once per round in a fresh shuffled order: "
-            f"{WARMUP_S} s warm-up, then {args.seconds} s timed (the two trivial views: "
-            f"{args.seconds} windows of 1 s each, alternated A B B A); each timed window "
+            f"{WARMUP_S} s warm-up, then {args.seconds} s timed (the trivial views: "
+            f"{args.seconds} windows of 1 s each, alternated A B C C B A); each timed window "
             "starts and ends with idle servers; medians across rounds, ratios are medians "
             "of per-round ratios",
             "",
@@ -839,7 +882,8 @@ def report(
     target_lines, passed = targets(results)
     lines += [
         "Row 1 uses httpx's sync client in both tables (aiohttp has none); rows 2 and 3 "
-        "run on the `plain` site (Django alone), 4 to 6 on the `looptoken` site.",
+        "run on the `plain` site (Django alone), 4 to 6 on the `looptoken` site, 3b on "
+        "the `control` site (Django alone again, in other processes).",
         "",
         "Targets (aiohttp client):",
         "",
@@ -931,7 +975,8 @@ def main(argv: list[str] | None = None) -> int:
 def round_seconds(args: argparse.Namespace) -> float:
     """Roughly how long one round takes (a timed window waits ~0.3 s for idle servers)."""
     seconds = float(args.seconds)
-    return (len(CONTENDERS) - 2) * (WARMUP_S + seconds + 0.5) + 2 * (WARMUP_S + seconds * 1.5)
+    trivial = len(TRIVIAL) * (WARMUP_S + seconds * 1.5)
+    return (len(CONTENDERS) - len(TRIVIAL)) * (WARMUP_S + seconds + 0.5) + trivial
 
 
 def write_json(
