@@ -41,7 +41,7 @@ class _Suspend:
 _FIRST_STEP = _Suspend()
 
 # create_task(context=...) is new in Python 3.11.
-_TASKS_TAKE_A_CONTEXT = sys.version_info >= (3, 11)
+TASKS_TAKE_A_CONTEXT = sys.version_info >= (3, 11)
 
 
 def pick_waker(*, alone: bool) -> _waiting.LockWaker | _waiting.DescriptorWaker:
@@ -191,7 +191,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         enter_loop_thread(self, self._context)
         drive = self._drive()
         drive.send(None)  # to its first await: see _drive
-        if _TASKS_TAKE_A_CONTEXT:
+        if TASKS_TAKE_A_CONTEXT:
             self._task = run.loop.create_task(drive, context=self._context)
         else:  # pragma: no cover - Python 3.10
             self._task = run.loop.create_task(drive)
@@ -214,7 +214,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         finally:
             if not self._started:
                 self._coro.close()  # never awaited: close it without a warning
-            if not _TASKS_TAKE_A_CONTEXT:  # pragma: no cover - Python 3.10
+            if not TASKS_TAKE_A_CONTEXT:  # pragma: no cover - Python 3.10
                 self._context = contextvars.copy_context()
             self._settle()
 

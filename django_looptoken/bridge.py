@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 
-from django_looptoken._call import Call
+from django_looptoken._call import TASKS_TAKE_A_CONTEXT, Call
 from django_looptoken._handback import background_executor, enter_loop_thread
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import runtime
@@ -166,7 +166,12 @@ class _Spawn:
             return
         self.started = True
         enter_loop_thread(background_executor, self.context)
-        task = run.loop.create_task(self.coro)
+        # The task runs in the context start() ran in, where Python lets a task
+        # be given one: a copy of it would hold the same values.
+        if TASKS_TAKE_A_CONTEXT:
+            task = run.loop.create_task(self.coro, context=self.context)
+        else:  # pragma: no cover - Python 3.10
+            task = run.loop.create_task(self.coro)
         run.background.add(task)
         task.add_done_callback(self._on_done)
 

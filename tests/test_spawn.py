@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import gc
 import logging
 import sqlite3
@@ -23,12 +24,33 @@ from tests.testapp.models import Item
 pytestmark = pytest.mark.usefixtures("backend")
 
 _T = TypeVar("_T")
+_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 
 
 @pytest.fixture
 def token() -> Iterator[looptoken.LoopToken]:
     with looptoken.start_loop() as held:
         yield held
+
+
+def test_the_task_sees_the_spawners_context_and_keeps_its_own_changes(
+    token: looptoken.LoopToken,
+) -> None:
+    """Context variables are the spawner's at spawn() time; what the task sets
+    stays in the task, and a second task does not see it."""
+    reset = _REQUEST_ID.set("spawner")
+    try:
+
+        async def read_then_set() -> str:
+            seen = _REQUEST_ID.get()
+            _REQUEST_ID.set("task")
+            return seen
+
+        assert looptoken.spawn(read_then_set()).result(10) == "spawner"
+        assert _REQUEST_ID.get() == "spawner"
+        assert looptoken.spawn(read_then_set()).result(10) == "spawner"
+    finally:
+        _REQUEST_ID.reset(reset)
 
 
 def test_returns_at_once_with_a_future_of_the_result(token: looptoken.LoopToken) -> None:
