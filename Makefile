@@ -76,7 +76,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/feature_table.py --json bench/results/feature_table.json
 	$(VENV)/bin/python bench/chart.py
 
-# Only the end-to-end benchmark (gunicorn, an aiohttp upstream, wrk): about 6 minutes.
+# Only the end-to-end benchmark (gunicorn, an aiohttp upstream, wrk): about 15 minutes.
 bench-e2e: $(VENV)/.installed
 	$(WRK)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
