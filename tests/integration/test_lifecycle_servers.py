@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -140,6 +141,11 @@ def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
 
 # -- uWSGI --------------------------------------------------------------------------------
 
+# As docs/deployment.md recommends: SIGTERM to the master stops gracefully. With
+# --die-on-term alone, uWSGI kills a worker that is inside a request on the spot
+# and skips Python's exit hooks there, so that worker's loop never drains.
+GRACEFUL_SIGTERM = ("--hook-master-start", "unix_signal:15 gracefully_kill_them_all")
+
 
 @pytest.fixture
 def uwsgi(launcher: Launcher, markers: Path) -> Callable[..., Server]:
@@ -152,7 +158,8 @@ def uwsgi(launcher: Launcher, markers: Path) -> Callable[..., Server]:
         command = [
             str(binary),
             *("--http-socket", f"127.0.0.1:{port}", "--module", "tests.wsgi:application"),
-            *("--master", "--die-on-term", "--need-app", "--home", sys.prefix),
+            *("--master", "--die-on-term", *GRACEFUL_SIGTERM),
+            *("--need-app", "--home", sys.prefix),
             *options,
         ]
         return launcher.launch(
@@ -186,4 +193,22 @@ def test_uwsgi_workers_each_run_their_own_loop_and_drain_on_sigterm(
     assert stop(server) == 0
     assert (markers / "done-u").exists()  # protected work finished before the worker left
     assert all(f"Shared loop stopped (pid {pid})" in server.stderr() for pid in seen)
+    assert_quiet(server)
+
+
+@pytest.mark.parametrize("options", [(), ("--lazy-apps",)], ids=["preforked", "lazy-apps"])
+def test_uwsgi_sigterm_lets_a_busy_worker_finish_its_request_and_drain(
+    uwsgi: Callable[..., Server], markers: Path, options: tuple[str, ...]
+) -> None:
+    server = uwsgi("--processes", "1", *options)
+    with httpx.Client(base_url=server.url, timeout=10) as client, ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(client.get, "lifecycle/drain/b/")
+        # The view has started and answers 0.5 s later: the worker is busy now.
+        wait_for((markers / "started-b").exists, "the drain view to start")
+        server.process.send_signal(signal.SIGTERM)
+        assert reply.result().status_code == 200  # the request in flight finished
+    assert stop(server) == 0
+    assert (markers / "done-b").exists()  # and its worker drained before it left
+    pid = int((markers / "started-b").read_text())
+    assert f"Shared loop stopped (pid {pid})" in server.stderr()
     assert_quiet(server)
