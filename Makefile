@@ -60,7 +60,7 @@ test: lint $(VENV_DJANGO42)/.installed browser services
 	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest
 	PYTHONDEVMODE=1 $(VENV_DJANGO42)/bin/python -m pytest
 
-# bench_e2e's load generator is wrk, bench_middleware's counter valgrind:
+# bench_e2e's load generator is wrk, bench_instructions' counter valgrind:
 # Debian's packages (apt-get needs root).
 WRK := command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 VALGRIND := command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
@@ -72,7 +72,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/bench_status.py
 	$(VENV)/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json
 	$(VALGRIND)
-	$(VENV)/bin/python bench/bench_middleware.py
+	$(VENV)/bin/python bench/bench_instructions.py
 	$(VENV)/bin/python bench/feature_table.py --json bench/results/feature_table.json
 	$(VENV)/bin/python bench/chart.py
 

@@ -64,6 +64,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
@@ -983,6 +984,17 @@ def server_noise(processes: Sequence[Process]) -> list[str]:
 # -- main ----------------------------------------------------------------------
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit``, so that the ``finally`` blocks stop every
+    process the benchmark started (by default SIGTERM would end it on the spot and
+    leave them running)."""
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
+
+
 @contextlib.contextmanager
 def wrk_script() -> Iterator[Path]:
     """wrk's Lua report script in a temporary directory, with the server logs."""
@@ -1024,6 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed: `apt-get install wrk`, or run `make bench-e2e`")
 
+    stop_on_sigterm()
     load_start = os.getloadavg()[0]
     processes: list[Process] = []
     with wrk_script() as script, contextlib.ExitStack() as stack:

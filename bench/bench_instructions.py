@@ -1,23 +1,35 @@
-"""Benchmark: what the app and its middleware cost a trivial sync view, counted exactly.
+"""Benchmark: a gunicorn worker's instructions per request, counted exactly.
 
 Run it from the repository root (needs ``valgrind``: ``apt-get install valgrind``)::
 
-    .venv/bin/python bench/bench_middleware.py            # about 6 minutes
-    .venv/bin/python bench/bench_middleware.py --quick    # about 3 minutes
+    .venv/bin/python bench/bench_instructions.py            # about 12 minutes
+    .venv/bin/python bench/bench_instructions.py --quick    # about 5 minutes
+    .venv/bin/python bench/bench_instructions.py --only trivial
 
 Requests per second on this shared 2-vCPU machine scatter by 10% from one
-second to the next, so ``bench_e2e.py`` cannot resolve the issue's "the
-middleware costs under 3%". Instructions can: callgrind counts them, and the
-count is the same whatever else the machine is doing.
+second to the next, so ``bench_e2e.py`` cannot resolve a difference of a few
+percent: two identical contenders tie there. Instructions can: callgrind
+counts them, and the count is the same whatever else the machine is doing.
+Two parts, on the sites of ``bench/e2e_site``:
 
-For each site of ``bench/e2e_site`` (``plain``: Django alone; ``looptoken``:
-the app and ``LoopTokenMiddleware``) it starts one gunicorn gthread worker
-under callgrind on a free 127.0.0.1 port, sends 50 warm-up requests, then
-``N`` requests to the trivial view over one keep-alive connection, stops the
-server by its pid and reads the worker's instruction total. Two runs with
-different ``N`` cancel start-up and shutdown: the difference divided by the
-difference in ``N`` is the worker's instructions per request, everything
-included (gunicorn's parsing and socket calls, Django, the app).
+* ``trivial``: the issue's "the middleware costs under 3%". A trivial sync
+  view on ``plain`` (Django alone) and on ``looptoken`` (the app and
+  ``LoopTokenMiddleware``), 1,000 requests counted.
+* ``fetching``: what each way of fanning out to the upstream costs per
+  request with aiohttp's client: the hand-written loop thread (``plain``)
+  against ``@runs_async``, ``ASYNC_VIEWS`` and ``await_multiple``
+  (``looptoken``), 200 requests counted, the upstream (``bench/upstream.py``,
+  20 ms) running outside callgrind. No verdict: the issue's targets for these
+  are requests/s and p99, which ``bench_e2e.py`` judges.
+
+For each it starts one gunicorn gthread worker under callgrind on a free
+127.0.0.1 port, sends warm-up requests, then ``N`` requests one after
+another over one keep-alive connection, stops the server by its pid and
+reads the worker's instruction total. Two runs with different ``N`` cancel
+start-up and shutdown: the difference divided by the difference in ``N`` is
+the worker's instructions per request, everything included (gunicorn's
+parsing and socket calls, Django, the app, the loop and the client). The
+kernel's share (system calls, context switches) is not in it.
 
 The shared loop's lag probe and watcher thread tick on a clock, not per
 request; under callgrind every request takes ~50x longer, so they would be
@@ -38,17 +50,41 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from bench_e2e import Fleet, start_upstream, stop_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
-SITES = ("plain", "looptoken")
-WARMUP = 50
-FULL_COUNTS = (200, 1200)
-QUICK_COUNTS = (100, 400)
 START_TIMEOUT_S = 300.0  # gunicorn boots 50x slower under callgrind
 LIMIT = 0.03
+UPSTREAM_DELAY = 0.02
+POOL = 160  # as bench_e2e sizes it; sequential requests use 10 connections
+
+
+@dataclass(frozen=True)
+class View:
+    """One view to count: its site, its path, its label."""
+
+    site: str
+    path: str
+    label: str
+
+
+TRIVIAL = (
+    View("plain", "trivial/", "Django alone"),
+    View("looptoken", "trivial/", "app + `LoopTokenMiddleware`"),
+)
+FETCHING = (
+    View("plain", "thread/aiohttp/", "3. hand-written loop thread"),
+    View("looptoken", "runs_async/aiohttp/", "4. `@runs_async` + `loop_resource`"),
+    View("looptoken", "async_views/aiohttp/", "5. `ASYNC_VIEWS` `async def` view"),
+    View("looptoken", "await_multiple/aiohttp/", "6. `await_multiple` from a sync view"),
+)
+# (warm-up, low N, high N) per part; quick runs count fewer requests.
+FULL_COUNTS = {"trivial": (50, 200, 1200), "fetching": (20, 20, 220)}
+QUICK_COUNTS = {"trivial": (50, 100, 400), "fetching": (20, 20, 70)}
 
 
 def free_port() -> int:
@@ -59,13 +95,17 @@ def free_port() -> int:
         return port
 
 
-def worker_instructions(site: str, requests: int, outdir: Path) -> int:
-    """The gunicorn worker's instruction total after ``requests`` trivial requests."""
+def worker_instructions(
+    view: View, warmup: int, requests: int, outdir: Path, upstream: str
+) -> int:
+    """The gunicorn worker's instruction total after ``requests`` requests to ``view``."""
     port = free_port()
-    pattern = f"cg.{site}.{requests}"
+    pattern = f"cg.{view.site}.{view.path.replace('/', '_')}{requests}"
     env = {
         **os.environ,
-        "E2E_MODE": site,
+        "E2E_MODE": view.site,
+        "E2E_UPSTREAM": upstream,
+        "E2E_POOL": str(POOL),
         "DJANGO_SETTINGS_MODULE": "bench.e2e_site.settings_callgrind",
         "PYTHONPATH": str(ROOT),
     }
@@ -82,10 +122,10 @@ def worker_instructions(site: str, requests: int, outdir: Path) -> int:
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        url = f"http://127.0.0.1:{port}/trivial/"
+        url = f"http://127.0.0.1:{port}/{view.path}"
         with httpx.Client(timeout=60) as client:
             wait_serving(client, url, server)
-            for _ in range(WARMUP + requests):
+            for _ in range(warmup + requests):
                 client.get(url).raise_for_status()
     finally:
         server.send_signal(signal.SIGTERM)
@@ -119,30 +159,74 @@ def totals(path: Path) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
+def per_request(
+    views: tuple[View, ...], counts: tuple[int, int, int], outdir: Path, upstream: str
+) -> dict[View, float]:
+    """Each view's worker instructions per request (two runs, differenced)."""
+    warmup, low, high = counts
+    found: dict[View, float] = {}
+    for view in views:
+        runs = [worker_instructions(view, warmup, n, outdir, upstream) for n in (low, high)]
+        found[view] = (runs[1] - runs[0]) / (high - low)
+        print(f"[{view.site} {view.path}] {found[view]:,.0f} instructions per request", flush=True)
+    return found
+
+
+def trivial_report(found: dict[View, float], counted: int) -> list[str]:
+    """The trivial view's table and the middleware's verdict."""
+    plain, app = (found[view] for view in TRIVIAL)
+    ratio = app / plain
+    verdict = "PASS" if ratio - 1 < LIMIT else "FAIL"
+    return [
+        "| site | instructions per trivial request (gunicorn gthread worker) |",
+        "|---|---:|",
+        *(f"| {view.label} | {found[view]:,.0f} |" for view in TRIVIAL),
+        "",
+        f"- {verdict}: app + LoopTokenMiddleware on a trivial sync view costs < 3% "
+        f"(+{(ratio - 1) * 100:.1f}% instructions per request, {counted} requests counted)",
+    ]
+
+
+def fetching_report(found: dict[View, float], counted: int) -> list[str]:
+    """The fetching views' table, each against the hand-written thread."""
+    thread = found[FETCHING[0]]
+    rows = [
+        f"| {view.label} | {found[view]:,.0f} | "
+        + ("" if view is FETCHING[0] else f"{(found[view] / thread - 1) * 100:+.1f}%")
+        + " |"
+        for view in FETCHING
+    ]
+    return [
+        f"| view (aiohttp client, 10 items, {counted} requests counted) "
+        "| instructions per request | vs the thread |",
+        "|---|---:|---:|",
+        *rows,
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Measure both sites; print the table and the verdict."""
+    """Count the chosen parts; print their tables (and the middleware's verdict)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--only", choices=("trivial", "fetching"), help="one part only")
     args = parser.parse_args(argv)
-    low, high = QUICK_COUNTS if args.quick else FULL_COUNTS
-    per_request: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-middleware-") as tmp:
-        for site in SITES:
-            counts = [worker_instructions(site, n, Path(tmp)) for n in (low, high)]
-            per_request[site] = (counts[1] - counts[0]) / (high - low)
-            print(f"[{site}] {per_request[site]:,.0f} instructions per request", flush=True)
-    ratio = per_request["looptoken"] / per_request["plain"]
-    print()
-    print("| site | instructions per trivial request (gunicorn gthread worker) |")
-    print("|---|---:|")
-    print(f"| Django alone | {per_request['plain']:,.0f} |")
-    print(f"| app + `LoopTokenMiddleware` | {per_request['looptoken']:,.0f} |")
-    print()
-    verdict = "PASS" if ratio - 1 < LIMIT else "FAIL"
-    print(
-        f"- {verdict}: app + LoopTokenMiddleware on a trivial sync view costs < 3% "
-        f"(+{(ratio - 1) * 100:.1f}% instructions per request, {high - low} requests counted)"
-    )
+    counts = QUICK_COUNTS if args.quick else FULL_COUNTS
+    parts = [args.only] if args.only else ["trivial", "fetching"]
+    report: list[str] = []
+    stop_on_sigterm()
+    fleet = Fleet()
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+        try:
+            upstream = start_upstream(fleet, UPSTREAM_DELAY, Path(tmp)).url
+            for part in parts:
+                views = TRIVIAL if part == "trivial" else FETCHING
+                found = per_request(views, counts[part], Path(tmp), upstream)
+                counted = counts[part][2] - counts[part][1]
+                make = trivial_report if part == "trivial" else fetching_report
+                report += ["", *make(found, counted)]
+        finally:
+            fleet.stop()
+    print("\n".join(report))
     return 0
 
 

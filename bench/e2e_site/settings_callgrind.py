@@ -1,4 +1,4 @@
-"""The benchmark site for ``bench_middleware.py``: clock-driven monitoring slowed down.
+"""The benchmark site for ``bench_instructions.py``: clock-driven monitoring slowed down.
 
 Under callgrind a request takes ~50x longer, so the lag probe and the
 watchdog, which tick on a clock, would be counted ~50x per request; running
