@@ -2,7 +2,7 @@
 
 Run it from the repository root (needs ``valgrind``: ``apt-get install valgrind``)::
 
-    .venv/bin/python bench/bench_instructions.py            # about 12 minutes
+    .venv/bin/python bench/bench_instructions.py            # about 10 minutes
     .venv/bin/python bench/bench_instructions.py --quick    # about 5 minutes
     .venv/bin/python bench/bench_instructions.py --only trivial
 
