@@ -5,10 +5,12 @@ through asgiref's ``async_to_sync``. When the calling thread has a
 ``main_event_loop`` noted in ``SyncToAsync.threadlocal`` (as a thread started
 by ``sync_to_async`` does), asgiref runs the coroutine on that loop instead of
 a new one, with its own thread-sensitive hand-back intact. At the start of
-each WSGI request this module notes the shared loop there. That is asgiref
-internals: a probe checks once per process that it still works, and if not,
-Django's normal behaviour stays (and ``manage.py check`` says so, W003).
-Under an ASGI handler nothing changes.
+each WSGI request this module notes the shared loop there: in
+``LoopTokenMiddleware`` when no async-only middleware runs before it, else in
+a ``request_started`` receiver. That is asgiref internals: a probe checks
+once per process that it still works, and if not, Django's normal behaviour
+stays (and ``manage.py check`` says so, W003). Under an ASGI handler nothing
+changes.
 """
 
 from __future__ import annotations
@@ -18,50 +20,44 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync, async_to_sync
-from django.core.signals import request_started
+from django.conf import settings
+from django.core.signals import request_started, setting_changed
+from django.utils.module_loading import import_string
 
-from django_looptoken._runtime import RUNNING, runtime
+from django_looptoken._runtime import runtime
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.tokens import start_loop
 
 logger = logging.getLogger("django_looptoken")
 
 
-def route_to_shared_loop() -> None:
-    """In this (request) thread, have ``async_to_sync`` use the running shared loop."""
-    rt = runtime()
-    run = rt.current_run
-    if run is None or rt.state is not RUNNING:
-        # The loop this thread noted for an earlier request may be stopping
-        # now: a task asgiref put there could be cancelled, or never run.
-        stop_routing()
-        return
-    if is_routed_to(run.loop) or not hook_works():
-        return
-    SyncToAsync.threadlocal.main_event_loop = run.loop
-    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+def follow_shared_loop() -> None:
+    """Point this (request) thread's ``async_to_sync`` at the running shared
+    loop, or away from one that stopped or is stopping.
 
-
-def is_routed_to(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether this thread's ``async_to_sync`` calls already go to ``loop``."""
-    return getattr(SyncToAsync.threadlocal, "main_event_loop", None) is loop
-
-
-def stop_routing() -> None:
-    """Undo ``route_to_shared_loop`` in this thread (ASYNC_VIEWS turned off, or
-    the shared loop not running).
-
-    Only a shared loop, or a closed loop, is forgotten: a loop asgiref noted
-    itself for a running ``sync_to_async`` call stays.
+    Called on every WSGI request, so the usual case, nothing to change, is a
+    few attribute reads.
     """
+    target = runtime().running_loop
+    if target is not None and not looptoken_settings.merged()["ASYNC_VIEWS"]:
+        target = None
     noted = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if noted is None:
+    if noted is target:
         return
+    if target is not None:
+        if hook_works():
+            SyncToAsync.threadlocal.main_event_loop = target
+            SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+        return
+    # A loop stopping now may cancel a task asgiref put there, or never run
+    # it, so a shared loop is forgotten as soon as it stops running. A loop
+    # asgiref noted itself (for a running sync_to_async call) stays.
     run = runtime().current_run
-    if (run is not None and noted is run.loop) or noted.is_closed():
+    if noted is not None and ((run is not None and noted is run.loop) or noted.is_closed()):
         del SyncToAsync.threadlocal.main_event_loop
 
 
@@ -98,13 +94,51 @@ async def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-def _on_request_started(sender: object, environ: object = None, **kwargs: object) -> None:
+MIDDLEWARE_PATH = "django_looptoken.middleware.LoopTokenMiddleware"
+_RECEIVER_UID = "django_looptoken.async_views"
+
+
+def middleware_routes_first() -> bool:
+    """Whether ``LoopTokenMiddleware`` routes each WSGI request before anything
+    could call ``async_to_sync``: it is in ``MIDDLEWARE`` and every middleware
+    above it runs synchronously under WSGI."""
+    middleware = list(settings.MIDDLEWARE)
+    if MIDDLEWARE_PATH not in middleware:
+        return False
+    above = middleware[: middleware.index(MIDDLEWARE_PATH)]
+    try:
+        return all(getattr(import_string(path), "sync_capable", True) for path in above)
+    except ImportError:
+        return False  # Django says which one when it loads the middleware
+
+
+def _decide_at_first_request(sender: object, environ: object = None, **kwargs: object) -> None:
+    """Connected until the first WSGI request (and again when MIDDLEWARE changes):
+    leaves the routing to the middleware if it can, else to ``_on_request_started``."""
     if environ is None:
         return  # an ASGI request (sent with scope=): nothing changes
-    if looptoken_settings.ASYNC_VIEWS:
-        route_to_shared_loop()
-    else:
-        stop_routing()
+    # Where the middleware routes, no receiver is left: Django's dispatch to
+    # one costs more than the routing check itself, on every request.
+    _connect(None if middleware_routes_first() else _on_request_started)
+    follow_shared_loop()
 
 
-request_started.connect(_on_request_started, dispatch_uid="django_looptoken.async_views")
+def _on_request_started(sender: object, environ: object = None, **kwargs: object) -> None:
+    if environ is not None:  # None: an ASGI request (sent with scope=), nothing changes
+        follow_shared_loop()
+
+
+def _connect(receiver: Callable[..., None] | None) -> None:
+    """Make ``receiver`` this module's one ``request_started`` receiver (None: none)."""
+    request_started.disconnect(dispatch_uid=_RECEIVER_UID)
+    if receiver is not None:
+        request_started.connect(receiver, weak=False, dispatch_uid=_RECEIVER_UID)
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting == "MIDDLEWARE":
+        _connect(_decide_at_first_request)
+
+
+_connect(_decide_at_first_request)
+setting_changed.connect(_on_setting_changed)

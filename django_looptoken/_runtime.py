@@ -79,6 +79,9 @@ class Runtime:
         self._changed = threading.Condition(self._lock)
         self._state = STOPPED
         self._run: LoopRun | None = None
+        # The running loop, None in every other state: what each request reads
+        # to route async views (ASYNC_VIEWS), so a plain attribute.
+        self.running_loop: asyncio.AbstractEventLoop | None = None
         self._next_loop: asyncio.AbstractEventLoop | None = None
         # While set, no new loop may start: shutdown() is running, or the
         # process is exiting (then for good).
@@ -121,6 +124,11 @@ class Runtime:
                 self._next_loop = new_loop()
             return self._next_loop
 
+    def _set_state(self, state: State) -> None:
+        # Called with the lock held.
+        self._state = state
+        self.running_loop = self._run.loop if state is RUNNING and self._run else None
+
     # -- tokens ---------------------------------------------------------------
 
     def acquire(self) -> LoopRun:
@@ -132,10 +140,10 @@ class Runtime:
         """
         with self._lock:
             while True:
-                if self._state is RUNNING:
-                    assert self._run is not None
-                    self._run.tokens += 1
-                    return self._run
+                run = self._run
+                if self._state is RUNNING and run is not None:  # RUNNING implies a run
+                    run.tokens += 1
+                    return run
                 if self._closing:
                     raise LoopStoppedError(
                         "The shared loop is shutting down and may not start again now."
@@ -143,19 +151,19 @@ class Runtime:
                 if self._state is STOPPED:
                     break
                 self._changed.wait()
-            self._state = STARTING
+            self._set_state(STARTING)
             loop, self._next_loop = self._next_loop, None
         try:
             run = LoopRun(loop or new_loop(), on_closed=self._on_closed)
             run.start()
         except BaseException:
             with self._lock:
-                self._state = STOPPED
+                self._set_state(STOPPED)
                 self._changed.notify_all()
             raise
         with self._lock:
             self._run = run
-            self._state = RUNNING
+            self._set_state(RUNNING)
             run.tokens += 1
             if self._app_token_lost:
                 self._app_token_lost = False
@@ -189,7 +197,7 @@ class Runtime:
             run.tokens -= 1
             if run.tokens or self._state is not RUNNING:
                 return
-            self._state = STOPPING
+            self._set_state(STOPPING)
             self._changed.notify_all()
         self._stop(
             run, looptoken_settings.SHUTDOWN_TIMEOUT if stop_timeout is None else stop_timeout
@@ -211,7 +219,7 @@ class Runtime:
         with self._lock:
             if self._run is run:
                 self._run = None
-                self._state = STOPPED
+                self._set_state(STOPPED)
                 self._changed.notify_all()
             if run.crashed and self.app_token_run is run:
                 self.app_token_run = None
@@ -246,7 +254,7 @@ class Runtime:
                 )
                 forced = self._run is run and self._state is RUNNING
                 if forced:
-                    self._state = STOPPING
+                    self._set_state(STOPPING)
             remaining = max(deadline - time.monotonic(), 0.0)
             if forced:
                 logger.warning(

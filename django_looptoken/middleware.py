@@ -14,8 +14,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from django_looptoken._async_views import is_routed_to, route_to_shared_loop
-from django_looptoken.conf import looptoken_settings
+from django_looptoken._async_views import follow_shared_loop
 from django_looptoken.tokens import start_loop
 
 
@@ -32,15 +31,11 @@ class LoopTokenMiddleware:
         """Take a token, run the view, release the token when the response closes."""
         token = start_loop()
         request.looptoken = token  # type: ignore[attr-defined]
-        if (
-            not is_routed_to(token.loop)
-            and looptoken_settings.ASYNC_VIEWS
-            and isinstance(request, WSGIRequest)
-        ):
+        if isinstance(request, WSGIRequest):
             # The loop may have started just now (AUTOSTART off), after
             # request_started: point async_to_sync at it here too. Never
             # under ASGI, where async_to_sync belongs to the server's loop.
-            route_to_shared_loop()
+            follow_shared_loop()
         try:
             response = self.get_response(request)
         except BaseException:

@@ -8,7 +8,6 @@ fresh one.
 from __future__ import annotations
 
 import asyncio
-import threading
 import warnings
 from types import TracebackType
 
@@ -24,11 +23,14 @@ class LoopToken:
     while held is released and a ``ResourceWarning`` is emitted.
     """
 
-    __slots__ = ("_once", "_run")
+    __slots__ = ("_held", "_run")
 
     def __init__(self, run: LoopRun) -> None:
         self._run = run
-        self._once = threading.Lock()
+        # Emptied by the first release. list.pop() is atomic, so of two
+        # threads releasing at once exactly one gets the run; a list costs
+        # less to make than a lock, and the middleware makes one per request.
+        self._held = [run]
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -38,12 +40,15 @@ class LoopToken:
     @property
     def held(self) -> bool:
         """Whether this token still keeps the shared loop alive."""
-        return not self._once.locked() and runtime().is_current(self._run)
+        return bool(self._held) and runtime().is_current(self._run)
 
     def release(self) -> None:
         """Release the token; if it was the last one, stop the loop."""
-        if self._once.acquire(blocking=False):
-            runtime().release(self._run)
+        try:
+            run = self._held.pop()
+        except IndexError:
+            return  # released before
+        runtime().release(run)
 
     def __enter__(self) -> LoopToken:
         return self
@@ -60,7 +65,7 @@ class LoopToken:
         return f"<LoopToken {'held' if self.held else 'released'}>"
 
     def __del__(self) -> None:
-        if self._once.locked() or not self.held:
+        if not self._held or not runtime().is_current(self._run):
             return  # released, the common case, checked first: one per request
         # Finalizers can run anywhere, even inside the runtime's lock, so the
         # release is handed to the loop's thread instead of done here.

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import SyncToAsync
 from django.core.checks import run_checks
+from django.core.signals import request_started
 from django.test import AsyncClient, Client
 
 import django_looptoken as looptoken
@@ -46,6 +47,30 @@ def test_async_only_middleware_runs_on_the_shared_loop(settings: Any) -> None:
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, ASYNC_MIDDLEWARE]
     response = Client().get("/tokens/")
     assert response["X-Middleware-On-Shared-Loop"] == "True"
+
+
+def _receiver_connected() -> bool:
+    return any(key[0] == _async_views._RECEIVER_UID for key, *_ in request_started.receivers)
+
+
+def _forget_routing() -> None:
+    del SyncToAsync.threadlocal.main_event_loop
+
+
+def test_where_the_middleware_routes_each_request_no_receiver_is_left() -> None:
+    assert Client().get("/plain-async/").json()["on_shared_loop"] is True
+    assert not _receiver_connected()
+    _forget_routing()  # as in a new thread: only the middleware can route now
+    assert Client().get("/plain-async/").json()["on_shared_loop"] is True
+
+
+def test_async_only_middleware_above_the_apps_is_routed_by_the_receiver(settings: Any) -> None:
+    settings.MIDDLEWARE = [ASYNC_MIDDLEWARE, *settings.MIDDLEWARE]
+    with looptoken.start_loop():  # running before the request, as with AUTOSTART
+        assert Client().get("/tokens/")["X-Middleware-On-Shared-Loop"] == "True"
+        assert _receiver_connected()
+        _forget_routing()  # the receiver routes before the async middleware runs
+        assert Client().get("/tokens/")["X-Middleware-On-Shared-Loop"] == "True"
 
 
 def test_with_async_views_off_django_uses_a_loop_of_its_own(

@@ -55,6 +55,31 @@ def test_release_twice_is_a_no_op() -> None:
     assert not looptoken.get_loop().is_running()
 
 
+def test_threads_releasing_one_token_at_once_count_it_once() -> None:
+    keeper = looptoken.start_loop()
+    run = runtime().current_run
+    assert run is not None
+    for _ in range(20):  # bounded: 20 rounds of 8 racing threads
+        token = looptoken.start_loop()
+        barrier = threading.Barrier(8)
+        threads = [
+            threading.Thread(target=_release_when_all_are_ready, args=(token, barrier))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert run.tokens == 1  # the keeper's
+    assert keeper.held
+    keeper.release()
+
+
+def _release_when_all_are_ready(token: looptoken.LoopToken, barrier: threading.Barrier) -> None:
+    barrier.wait(10)
+    token.release()
+
+
 def test_release_loop_rejects_other_objects() -> None:
     with pytest.raises(TypeError, match="LoopToken"):
         looptoken.release_loop("token")  # type: ignore[arg-type]
