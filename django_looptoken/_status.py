@@ -4,7 +4,8 @@ Each life of the loop gets a ``Monitor`` when it starts (a started hook, on
 the loop thread, before ``start_loop()`` returns) and loses it in the
 shutdown sequence (a closing hook). The monitor owns:
 
-* the lag probe: a timer that reschedules itself every ``interval`` and
+* the lag probe: a timer that reschedules itself every ``interval`` while
+  the loop has tasks, and every ``IDLE_INTERVAL`` while it has none, and
   records how late it fires, kept for one minute;
 * the watcher thread (``_watchdog``), which counts slow callbacks and
   logs stalls by following the probe's heartbeat;
@@ -16,6 +17,7 @@ shutdown sequence (a closing hook). The monitor owns:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -23,6 +25,7 @@ import platform
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import django
@@ -44,6 +47,11 @@ NO_LAG: dict[str, float | None] = {"p50": None, "p99": None, "max": None}
 # plus one interval covers a tick (and is seen), within these bounds.
 MIN_INTERVAL = 0.025
 MAX_INTERVAL = 0.5
+# Between ticks while the loop has no task. Each tick needs the GIL, which
+# under load means a forced switch away from a request thread. Coroutines
+# (views, await_, spawn) all run in tasks, and the first task brings the
+# fast interval back at once (the monitor's task factory wakes the probe).
+IDLE_INTERVAL = 1.0
 
 
 def probe_interval(slow_callback_duration: float) -> float:
@@ -61,25 +69,47 @@ class LagProbe:
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, late_after: float):
         self.loop = loop
         self.interval = interval
+        self.idle_interval = max(IDLE_INTERVAL, interval)
         self.late_after = late_after
         self.beats = 0
         self.due = time.monotonic() + interval
         self.last_late_lag = 0.0
+        # Ticking at idle_interval: the last tick found the loop without tasks.
+        self.idle = False
+        # Called (on the loop thread) when wake() brings the next tick forward.
+        self.on_wake: Callable[[], None] | None = None
         self._samples: deque[tuple[float, float]] = deque(
             maxlen=math.ceil(WINDOW_SECONDS / interval) + 1
         )
         self._timer: asyncio.TimerHandle | None = None
+        # wake() runs inside whatever creates a task, often in a caller's
+        # context: the ticks must not carry (and keep alive) its variables.
+        self._context = contextvars.Context()
 
     def start(self) -> None:
         """Schedule the first tick (on the loop thread)."""
         self.due = time.monotonic() + self.interval
-        self._timer = self.loop.call_later(self.interval, self._tick)
+        self._timer = self.loop.call_later(self.interval, self._tick, context=self._context)
 
     def stop(self) -> None:
         """Cancel the next tick (on the loop thread)."""
+        self.idle = False  # so that no wake() schedules another
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def wake(self) -> None:
+        """Work arrives: if the probe idles, tick at the fast interval from now
+        (on the loop thread)."""
+        if not self.idle:
+            return
+        self.idle = False
+        if self._timer is not None:
+            self._timer.cancel()
+        self.due = time.monotonic() + self.interval
+        self._timer = self.loop.call_later(self.interval, self._tick, context=self._context)
+        if self.on_wake is not None:
+            self.on_wake()
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -87,9 +117,11 @@ class LagProbe:
         self._samples.append((now, lag))
         if lag > self.late_after:
             self.last_late_lag = lag  # before beats moves: the watcher reads it after
-        self.due = now + self.interval
+        self.idle = not asyncio.all_tasks(self.loop)
+        step = self.idle_interval if self.idle else self.interval
+        self.due = now + step
         self.beats += 1
-        self._timer = self.loop.call_later(self.interval, self._tick)
+        self._timer = self.loop.call_later(step, self._tick, context=self._context)
 
     def lag_ms(self) -> dict[str, float | None]:
         """p50, p99 and max of the lag over the last minute, in milliseconds."""
@@ -121,6 +153,7 @@ class Monitor:
             stall_after=conf.WATCHDOG_SECONDS,
             alive=lambda: not run.finished,
         )
+        self.probe.on_wake = self.watcher.look_again
         self.server = StatusServer(run.loop, lambda: snapshot(run), status_dir(conf.STATUS_DIR))
 
     def start(self) -> None:
@@ -128,6 +161,7 @@ class Monitor:
         loop = self.run.loop
         if loop.get_exception_handler() is None:
             loop.set_exception_handler(_log_loop_error)
+        loop.set_task_factory(self._new_task)
         self.probe.start()
         self.watcher.start()
         try:
@@ -135,10 +169,22 @@ class Monitor:
         except (OSError, RuntimeError, StatusDirError) as exc:
             logger.error("The status socket is off for this loop (pid %d): %s", os.getpid(), exc)
 
+    def _new_task(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        # Every task on the loop starts here, asgiref's for ASYNC_VIEWS too.
+        self.probe.wake()
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
     async def close(self) -> None:
         """Stop everything; called on the loop thread in the shutdown sequence."""
         self.watcher.stop()
         self.probe.stop()
+        if self.run.loop.get_task_factory() == self._new_task:
+            self.run.loop.set_task_factory(None)
         await self.server.close()
 
 

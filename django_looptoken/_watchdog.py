@@ -6,7 +6,8 @@ holding the loop: the watcher counts one slow callback and notes what the
 loop thread is running at that moment (``sys._current_frames()``), then logs
 it with the duration once the loop runs again. When the beat is overdue by
 more than ``WATCHDOG_SECONDS``, the loop thread's whole stack is logged, once
-per stall. It wakes about once per probe interval, and sleeps otherwise.
+per stall. It wakes about once per probe interval, and sleeps otherwise;
+the probe tells it when a beat comes due sooner than it expected.
 """
 
 from __future__ import annotations
@@ -66,7 +67,11 @@ class Watcher:
         self._slow_after = slow_after
         self._stall_after = stall_after
         self._alive = alive
+        # When (time.monotonic()) the thread next looks whether the beat came.
+        self.next_look = 0.0
         self._stop = threading.Event()
+        # Set by look_again() and stop(): wakes the wait for the next beat.
+        self._look_again = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -74,9 +79,14 @@ class Watcher:
         self._thread = threading.Thread(target=self._main, name="looptoken-watchdog", daemon=True)
         self._thread.start()
 
+    def look_again(self) -> None:
+        """The next beat is due sooner than the thread expected: read it again."""
+        self._look_again.set()
+
     def stop(self) -> None:
         """Stop the thread and wait for it."""
         self._stop.set()
+        self._look_again.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(JOIN_SECONDS)
 
@@ -84,9 +94,14 @@ class Watcher:
         beat = self._heartbeat
         while self._alive():
             beats, due = beat.beats, beat.due
-            wait = due + self._slow_after - time.monotonic()
-            if wait > 0 and self._stop.wait(wait):
-                return
+            self.next_look = due + self._slow_after
+            wait = self.next_look - time.monotonic()
+            if wait > 0 and self._look_again.wait(wait):
+                # Cleared before due is read again, so no later wake is lost.
+                self._look_again.clear()
+                if self._stop.is_set():
+                    return
+                continue
             if beat.beats == beats and self._alive() and not self._stop.is_set():
                 self._follow_block(beats, due)
             if self._stop.is_set():

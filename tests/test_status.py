@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import gc
 import json
 import logging
@@ -10,6 +12,7 @@ import os
 import platform
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -133,7 +136,7 @@ def test_await_counters(token: looptoken.LoopToken) -> None:
 
 def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None:
     probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
-    wait_for(lambda: probe.beats >= 5, "five probe ticks")
+    wait_for(lambda: probe.beats >= 2, "two probe ticks")
     lag = looptoken.status()["lag_ms"]
     assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
 
@@ -143,6 +146,56 @@ def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None
     looptoken.await_(block())
     wait_for(lambda: looptoken.status()["lag_ms"]["max"] >= 150, "the late tick")
     assert looptoken.status()["lag_ms"]["p50"] < 150  # one late tick among many
+
+
+def _on_loop_thread(read: Callable[[], Any]) -> Any:
+    """``read()`` run by the loop thread between two callbacks (no task made)."""
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    looptoken.get_loop().call_soon_threadsafe(lambda: result.set_result(read()))
+    return result.result(DEADLINE)
+
+
+def test_the_probe_of_a_loop_without_tasks_ticks_slowly(token: looptoken.LoopToken) -> None:
+    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    wait_for(lambda: probe.idle, "a tick that finds no task")
+    last_tick, step = _on_loop_thread(lambda: (probe._samples[-1][0], probe.due))
+    assert step - last_tick == pytest.approx(_status.IDLE_INTERVAL)
+
+
+def test_a_new_task_brings_the_fast_interval_back(token: looptoken.LoopToken) -> None:
+    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    wait_for(lambda: probe.idle, "a tick that finds no task")
+
+    async def seen_from_the_task() -> tuple[bool, float]:
+        return probe.idle, probe.due - time.monotonic()
+
+    idle, until_due = looptoken.await_(seen_from_the_task())
+    assert not idle
+    assert until_due <= probe.interval
+
+
+_REQUEST_SCOPED: contextvars.ContextVar[object] = contextvars.ContextVar("request_scoped")
+
+
+class _Marker:
+    pass
+
+
+def _await_with_a_marker_in_context() -> weakref.ref[_Marker]:
+    marker = _Marker()
+    _REQUEST_SCOPED.set(marker)
+    looptoken.await_(asyncio.sleep(0))  # its task wakes the idle probe
+    return weakref.ref(marker)
+
+
+def test_waking_the_probe_keeps_nothing_of_the_callers_context(
+    token: looptoken.LoopToken,
+) -> None:
+    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    wait_for(lambda: probe.idle, "a tick that finds no task")
+    marker = contextvars.Context().run(_await_with_a_marker_in_context)
+    gc.collect()
+    assert marker() is None
 
 
 def test_the_probe_window_keeps_one_minute() -> None:
@@ -185,6 +238,24 @@ def test_a_slow_callback_is_counted_and_logged_with_its_name(
     assert "tests.test_status.sleepy_coroutine" in record.getMessage()
     blocked = float(record.getMessage().split("blocked for ")[1].split(" s")[0])
     assert 0.3 < blocked < 5
+
+
+def test_a_loop_blocked_right_after_idling_counts_a_slow_callback(
+    looptoken_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The block ends long before the idle tick is due, and before the watcher
+    looks again: only waking both when the task starts lets them see it."""
+    looptoken_settings(SLOW_CALLBACK_DURATION=0.1, DEBUG=False)
+    with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
+        monitor = _status._monitors[runtime().current_run]  # type: ignore[index]
+        probe, watcher = monitor.probe, monitor.watcher
+        wait_for(
+            lambda: probe.idle and watcher.next_look == probe.due + 0.1,
+            "the probe idling, and the watcher sleeping until its idle tick",
+        )
+        looptoken.await_(sleepy_coroutine(0.4))
+        wait_for(lambda: records(caplog, "was blocked for"), "the slow callback's log")
+        assert looptoken.status()["slow_callbacks"] >= 1
 
 
 def test_a_quick_loop_counts_no_slow_callback(looptoken_settings: Any) -> None:
