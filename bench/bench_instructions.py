@@ -43,19 +43,14 @@ under 0.05% of one core idle, 0.3% while the loop has tasks.)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from bench_e2e import Fleet, start_upstream, stop_on_sigterm
+from bench_e2e import Fleet, listening_socket, spawn, start_upstream, stop_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 300.0  # gunicorn boots 50x slower under callgrind
@@ -88,19 +83,12 @@ FULL_COUNTS = {"trivial": (50, 200, 1200), "fetching": (20, 20, 220)}
 QUICK_COUNTS = {"trivial": (50, 100, 400), "fetching": (20, 20, 70)}
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def worker_instructions(
-    view: View, warmup: int, requests: int, outdir: Path, upstream: str
+    fleet: Fleet, view: View, warmup: int, requests: int, outdir: Path, upstream: str
 ) -> int:
     """The gunicorn worker's instruction total after ``requests`` requests to ``view``."""
-    port = free_port()
+    sock = listening_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/{view.path}"
     pattern = f"cg.{view.site}.{view.path.replace('/', '_')}{requests}"
     env = {
         **os.environ,
@@ -116,40 +104,26 @@ def worker_instructions(
         f"--callgrind-out-file={outdir}/{pattern}.%p",
         str(Path(sys.executable).parent / "gunicorn"),
         *("-k", "gthread", "--workers", "1", "--threads", "4"),
-        *("--bind", f"127.0.0.1:{port}"),
+        *("--bind", f"fd://{sock.fileno()}"),
         "bench.e2e_site.wsgi:application",
     ]
-    server = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server = spawn(fleet, pattern, command, env, [sock], outdir)
     try:
-        url = f"http://127.0.0.1:{port}/{view.path}"
-        with httpx.Client(timeout=60) as client:
-            wait_serving(client, url, server)
-            for _ in range(warmup + requests):
+        # The socket listens already: the first request waits for the worker
+        # to boot (50x slower under callgrind) rather than polling for it.
+        with httpx.Client(timeout=START_TIMEOUT_S) as client:
+            for _ in range(1 + warmup + requests):
                 client.get(url).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise RuntimeError(
+            f"gunicorn under callgrind did not serve {url}:\n{server.output()}"
+        ) from exc
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(START_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.terminate()
+        server.wait_stopped(START_TIMEOUT_S)
     # One output file per process: the master's and the worker's; the
     # worker is the one that served, so it executed more.
-    return max(totals(path) for path in outdir.glob(f"{pattern}.*"))
-
-
-def wait_serving(client: httpx.Client, url: str, server: subprocess.Popen[bytes]) -> None:
-    """Poll ``url`` until it answers; fail if the server exits or takes too long."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            client.get(url).raise_for_status()
-            return
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gunicorn under callgrind did not serve {url}")
-        time.sleep(0.5)
+    return max(totals(path) for path in outdir.glob(f"{pattern}.[0-9]*"))
 
 
 def totals(path: Path) -> int:
@@ -161,13 +135,17 @@ def totals(path: Path) -> int:
 
 
 def per_request(
-    views: tuple[View, ...], counts: tuple[int, int, int], outdir: Path, upstream: str
+    fleet: Fleet,
+    views: tuple[View, ...],
+    counts: tuple[int, int, int],
+    outdir: Path,
+    upstream: str,
 ) -> dict[View, float]:
     """Each view's worker instructions per request (two runs, differenced)."""
     warmup, low, high = counts
     found: dict[View, float] = {}
     for view in views:
-        runs = [worker_instructions(view, warmup, n, outdir, upstream) for n in (low, high)]
+        runs = [worker_instructions(fleet, view, warmup, n, outdir, upstream) for n in (low, high)]
         found[view] = (runs[1] - runs[0]) / (high - low)
         print(f"[{view.site} {view.path}] {found[view]:,.0f} instructions per request", flush=True)
     return found
@@ -221,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             upstream = start_upstream(fleet, UPSTREAM_DELAY, Path(tmp)).url
             for part in parts:
                 views = TRIVIAL if part == "trivial" else FETCHING
-                found = per_request(views, counts[part], Path(tmp), upstream)
+                found = per_request(fleet, views, counts[part], Path(tmp), upstream)
                 counted = counts[part][2] - counts[part][1]
                 make = trivial_report if part == "trivial" else fetching_report
                 report += ["", *make(found, counted)]

@@ -43,6 +43,8 @@ def follow_shared_loop() -> None:
     few attribute reads.
     """
     target = runtime().running_loop
+    # merged() rather than the ASYNC_VIEWS property: one call less per request;
+    # the checks keep the value a bool (else no loop runs and target is None).
     if target is not None and not looptoken_settings.merged()["ASYNC_VIEWS"]:
         target = None
     noted = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
