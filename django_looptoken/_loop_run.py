@@ -52,7 +52,14 @@ class LoopRun:
         self, loop: asyncio.AbstractEventLoop, on_closed: Callable[[LoopRun], None]
     ) -> None:
         self.loop = loop
-        self.tokens = 0
+        # One entry per token counted on this run. While the loop runs,
+        # tokens are counted without the runtime's lock: list.append() and
+        # pop() are atomic, and the runtime's stop decision re-checks this
+        # list after clearing ``accepting`` (see Runtime.release).
+        self.holders: list[None] = []
+        # True while the runtime's state is RUNNING on this run (cleared for
+        # an instant while a release checks whether it was the last).
+        self.accepting = False
         self.stopping = False
         self.finished = False
         # The thread died of an unexpected error instead of being stopped.
@@ -81,6 +88,11 @@ class LoopRun:
         # Calls handed in from other threads, started by one loop callback.
         self._inbox: deque[tuple[Callable[[], object], contextvars.Context]] = deque()
         self._inbox_scheduled = False
+
+    @property
+    def tokens(self) -> int:
+        """How many tokens are counted on this run now."""
+        return len(self.holders)
 
     def start(self) -> None:
         """Run the loop in a new daemon thread; return once it is running.

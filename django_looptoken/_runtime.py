@@ -1,9 +1,10 @@
 """The process's shared loop: its state machine, token count, fork and exit.
 
-One ``Runtime`` per process. A lock guards only the state and the counts;
-starting and stopping the loop happen outside it, and callers that arrive
-meanwhile wait on a condition for the transition to finish (anyio's
-blocking-portal pattern). After ``os.fork()`` the child drops the parent's
+One ``Runtime`` per process. A lock guards the state; while the loop runs,
+tokens are counted without it, and only a release that may be the last
+takes it. Starting and stopping the loop happen outside the lock, and
+callers that arrive meanwhile wait on a condition for the transition to
+finish (anyio's blocking-portal pattern). After ``os.fork()`` the child drops the parent's
 runtime untouched and builds its own.
 """
 
@@ -127,7 +128,10 @@ class Runtime:
     def _set_state(self, state: State) -> None:
         # Called with the lock held.
         self._state = state
-        self.running_loop = self._run.loop if state is RUNNING and self._run else None
+        run = self._run
+        if run is not None:
+            run.accepting = state is RUNNING
+        self.running_loop = run.loop if state is RUNNING and run is not None else None
 
     # -- tokens ---------------------------------------------------------------
 
@@ -138,11 +142,20 @@ class Runtime:
         for the stop to finish and starts a fresh loop, or, while the process
         is shutting down, gets LoopStoppedError at once.
         """
+        run = self._run
+        if run is not None and run.accepting:
+            # The usual case, without the lock: count first, then look again.
+            # A stop clears ``accepting`` before it reads the count, so either
+            # it sees this token and keeps running, or this sees it stopping.
+            run.holders.append(None)
+            if run.accepting:
+                return run
+            self.release(run)  # too late: uncount (maybe stopping it), then wait
         with self._lock:
             while True:
                 run = self._run
                 if self._state is RUNNING and run is not None:  # RUNNING implies a run
-                    run.tokens += 1
+                    run.holders.append(None)
                     return run
                 if self._closing:
                     raise LoopStoppedError(
@@ -164,11 +177,11 @@ class Runtime:
         with self._lock:
             self._run = run
             self._set_state(RUNNING)
-            run.tokens += 1
+            run.holders.append(None)
             if self._app_token_lost:
                 self._app_token_lost = False
                 self.app_token_run = run
-                run.tokens += 1
+                run.holders.append(None)
             self._changed.notify_all()
         logger.info("Shared loop started: %s (pid %d).", type(run.loop).__qualname__, os.getpid())
         run.loop.call_soon_threadsafe(_shutdown.send_signal, "loop_started", run.loop)
@@ -191,11 +204,19 @@ class Runtime:
         A token of a loop that is already gone (shut down, or the parent's
         before a fork) is ignored.
         """
+        holders = run.holders
+        holders.pop()
+        if holders:
+            return  # not the last: no lock needed
         with self._lock:
-            if run is not self._run:
+            if run is not self._run or self._state is not RUNNING:
                 return
-            run.tokens -= 1
-            if run.tokens or self._state is not RUNNING:
+            # Stop accepting lock-free acquires before reading the count:
+            # one that counted before this sees it here, one after sees
+            # ``accepting`` false and waits (see acquire).
+            run.accepting = False
+            if holders:
+                run.accepting = True
                 return
             self._set_state(STOPPING)
             self._changed.notify_all()
@@ -218,8 +239,8 @@ class Runtime:
     def _on_closed(self, run: LoopRun) -> None:
         with self._lock:
             if self._run is run:
+                self._set_state(STOPPED)  # while self._run is still run: clears accepting
                 self._run = None
-                self._set_state(STOPPED)
                 self._changed.notify_all()
             if run.crashed and self.app_token_run is run:
                 self.app_token_run = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import SupportsIndex
 
 import pytest
 
@@ -174,6 +175,108 @@ def test_a_stop_racing_a_start_never_hands_out_a_token_on_a_closing_loop() -> No
         assert looptoken.get_loop().is_running()
         assert old_loop.is_closed()
         new_token.release()
+    finally:
+        proceed.set()
+        signals.loop_stopping.disconnect(hold_up_the_stop)
+
+
+class _PausingHolders(list[None]):
+    """A run's token list that runs ``hook`` at the first append or pop:
+    a pause at the exact point where lock-free counting can race a stop."""
+
+    def __init__(self, items: list[None], *, before_append: object = None) -> None:
+        super().__init__(items)
+        self.before_append = before_append
+        self.popped = threading.Event()
+
+    def append(self, item: None) -> None:
+        hook, self.before_append = self.before_append, None
+        if callable(hook):
+            hook()
+        super().append(item)
+
+    def pop(self, index: SupportsIndex = -1) -> None:
+        item = super().pop(index)
+        self.popped.set()
+        return item
+
+
+def test_a_token_counted_while_the_last_release_decides_keeps_the_loop_running() -> None:
+    """The last release uncounts its token without the lock, then takes the
+    lock to stop the loop. A start_loop() that counts a token in between (it
+    needs no lock while the loop runs) must keep the loop running."""
+    token = looptoken.start_loop()
+    run = runtime().current_run
+    assert run is not None
+    holders = run.holders = _PausingHolders(run.holders)
+    newcomer: list[looptoken.LoopToken] = []
+    with runtime()._lock:  # the release below uncounts, then waits here
+        releaser = threading.Thread(target=token.release)
+        releaser.start()
+        assert holders.popped.wait(10)
+        assert run.tokens == 0
+        # In a thread: a start_loop() that wrongly took the lock would hang.
+        starter = threading.Thread(target=lambda: newcomer.append(looptoken.start_loop()))
+        starter.start()
+        starter.join(10)
+        assert not starter.is_alive(), "start_loop() waited for the lock while the loop ran"
+    releaser.join(10)
+    assert not releaser.is_alive()
+    (fresh,) = newcomer
+    assert fresh.held
+    assert fresh.loop is run.loop
+    assert runtime().state is State.RUNNING
+    assert run.loop.is_running()
+    fresh.release()
+    assert runtime().state is State.STOPPED
+
+
+def test_a_start_that_counts_as_the_last_release_stops_waits_for_a_fresh_loop() -> None:
+    """start_loop() sees the loop running, then the last release stops it
+    before the start counts its token: the start must not keep that token on
+    the stopping loop, but wait and start a fresh one."""
+    stopping = threading.Event()
+    proceed = threading.Event()
+
+    def hold_up_the_stop(**kwargs: object) -> None:
+        stopping.set()
+        proceed.wait(10)
+
+    token = looptoken.start_loop()
+    run = runtime().current_run
+    assert run is not None
+    releasers: list[threading.Thread] = []
+    states_seen_before_counting: list[State] = []
+    stopped_first = threading.Event()
+
+    def release_until_stopping() -> None:
+        releaser = threading.Thread(target=token.release)
+        releasers.append(releaser)
+        releaser.start()
+        stopping.wait(10)
+        states_seen_before_counting.append(runtime().state)
+        stopped_first.set()
+
+    run.holders = _PausingHolders(run.holders, before_append=release_until_stopping)
+    signals.loop_stopping.connect(hold_up_the_stop)
+    try:
+        result: list[looptoken.LoopToken] = []
+        starter = threading.Thread(target=lambda: result.append(looptoken.start_loop()))
+        starter.start()
+        assert stopped_first.wait(10)
+        assert states_seen_before_counting == [State.STOPPING]
+        proceed.set()
+        starter.join(10)
+        (releaser,) = releasers
+        releaser.join(10)
+        assert not starter.is_alive()
+        assert not releaser.is_alive()
+        (fresh,) = result
+        assert fresh.loop is not run.loop
+        assert run.loop.is_closed()
+        assert fresh.held
+        assert fresh.loop.is_running()
+        fresh.release()
     finally:
         proceed.set()
         signals.loop_stopping.disconnect(hold_up_the_stop)
