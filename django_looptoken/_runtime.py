@@ -4,8 +4,8 @@ One ``Runtime`` per process. A lock guards the state; while the loop runs,
 tokens are counted without it, and only a release that may be the last
 takes it. Starting and stopping the loop happen outside the lock, and
 callers that arrive meanwhile wait on a condition for the transition to
-finish (anyio's blocking-portal pattern). After ``os.fork()`` the child drops the parent's
-runtime untouched and builds its own.
+finish (anyio's blocking-portal pattern). After ``os.fork()`` the child
+drops the parent's runtime untouched and builds its own.
 """
 
 from __future__ import annotations
