@@ -181,8 +181,9 @@ def test_a_stop_racing_a_start_never_hands_out_a_token_on_a_closing_loop() -> No
 
 
 class _PausingHolders(list[None]):
-    """A run's token list that runs ``hook`` at the first append or pop:
-    a pause at the exact point where lock-free counting can race a stop."""
+    """A run's token list that pauses where lock-free counting can race a
+    stop: ``before_append`` runs at the first append, ``popped`` is set at
+    each pop."""
 
     def __init__(self, items: list[None], *, before_append: object = None) -> None:
         super().__init__(items)
