@@ -155,12 +155,16 @@ class Monitor:
         )
         self.probe.on_wake = self.watcher.look_again
         self.server = StatusServer(run.loop, lambda: snapshot(run), status_dir(conf.STATUS_DIR))
+        # A task factory the loop already had (a BACKEND factory may set one):
+        # new tasks still go through it, the monitor only looks at them first.
+        self._task_factory: Callable[..., asyncio.Task[Any]] | None = None
 
     def start(self) -> None:
         """Start everything; called on the loop thread right after the loop starts."""
         loop = self.run.loop
         if loop.get_exception_handler() is None:
             loop.set_exception_handler(_log_loop_error)
+        self._task_factory = loop.get_task_factory()  # type: ignore[assignment]
         loop.set_task_factory(self._new_task)
         self.probe.start()
         self.watcher.start()
@@ -177,6 +181,8 @@ class Monitor:
     ) -> asyncio.Task[Any]:
         # Every task on the loop starts here, asgiref's for ASYNC_VIEWS too.
         self.probe.wake()
+        if self._task_factory is not None:
+            return self._task_factory(loop, coro, **kwargs)
         return asyncio.Task(coro, loop=loop, **kwargs)
 
     async def close(self) -> None:
@@ -184,7 +190,7 @@ class Monitor:
         self.watcher.stop()
         self.probe.stop()
         if self.run.loop.get_task_factory() == self._new_task:
-            self.run.loop.set_task_factory(None)
+            self.run.loop.set_task_factory(self._task_factory)
         await self.server.close()
 
 

@@ -23,6 +23,7 @@ import pytest
 import django_looptoken as looptoken
 from django_looptoken import _status
 from django_looptoken._runtime import runtime
+from tests import loop_factories
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -172,6 +173,24 @@ def test_a_new_task_brings_the_fast_interval_back(token: looptoken.LoopToken) ->
     idle, until_due = looptoken.await_(seen_from_the_task())
     assert not idle
     assert until_due <= probe.interval
+
+
+def test_a_task_factory_the_loop_had_still_makes_its_tasks(looptoken_settings: Any) -> None:
+    """The monitor looks at each new task, then hands it to the factory the
+    loop already had (here set by a BACKEND factory), and gives that back."""
+    looptoken_settings(BACKEND="tests.loop_factories.loop_with_a_task_factory")
+
+    async def through_the_loops_own_factory() -> bool:
+        return probe.idle
+
+    with looptoken.start_loop():
+        loop = looptoken.get_loop()
+        probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+        wait_for(lambda: probe.idle, "a tick that finds no task")
+        before = len(loop_factories.traced)
+        assert looptoken.await_(through_the_loops_own_factory()) is False  # woke the probe
+        assert len(loop_factories.traced) > before  # await_'s task went through it
+    assert loop.get_task_factory() is loop_factories._traced_task
 
 
 _REQUEST_SCOPED: contextvars.ContextVar[object] = contextvars.ContextVar("request_scoped")
