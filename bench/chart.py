@@ -1,4 +1,4 @@
-"""Charts of the benchmarks' figures, for the README.
+"""Charts of the benchmarks' figures, for docs/benchmarks.md.
 
 Run it from the repository root after the benchmarks wrote their JSON
 (``make bench`` does both)::

@@ -1,4 +1,4 @@
-"""The README's feature table, probed: every cell is the result of running something.
+"""The feature table of docs/comparison.md, probed: every cell is the result of running something.
 
 Run it from the repository root (``make bench`` runs it too)::
 

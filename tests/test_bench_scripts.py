@@ -1,6 +1,6 @@
 """The benchmark scripts' own behaviour.
 
-``bench/feature_table.py`` holds the probes behind the README's feature
+``bench/feature_table.py`` holds the probes behind docs/comparison.md's feature
 table. The looptoken column must read "yes" everywhere, and the same probes
 must find the features missing where they are (``asyncio.run``, Django's own
 async views), so a probe that always said yes would fail here. Only the

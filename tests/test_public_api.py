@@ -1,4 +1,4 @@
-"""The package root exports exactly the public names SPEC.md promises."""
+"""The package root exports exactly the documented public names (docs/api.md)."""
 
 from __future__ import annotations
 
