@@ -5,14 +5,22 @@ asyncpg pools) are bound to the loop they were made on. A ``LoopResource``
 makes its object on first use inside the shared loop, hands the same one to
 every later request, closes it in the shutdown sequence, and makes a fresh
 one after a loop restart or a fork.
+
+On any other running loop (an ASGI server's, or the one ``async_to_sync``
+makes for a request when ``ASYNC_VIEWS`` is off) it does the same for that
+loop: one instance per loop, closed when the loop shuts down its async
+generators, as ``asyncio.run``, asgiref and uvicorn do before closing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, TypeVar
 
 from django_looptoken import _shutdown
@@ -40,19 +48,21 @@ class LoopResource(Generic[_T]):
         self._close = close
 
     def get(self) -> _T:
-        """The instance for the running shared loop, made on first use."""
+        """The instance for the running loop (the shared one, or an ASGI
+        server's), made on first use."""
         running = asyncio._get_running_loop()
-        run = runtime().run_for(running) if running is not None else None
-        if run is None:
+        if running is None:
             raise RuntimeError(
-                f"{self!r}.get() must be called inside a coroutine running on the shared "
+                f"{self!r}.get() must be called inside a coroutine running on an event "
                 "loop (run it with looptoken.await_(), @runs_async or an async view): "
                 "its instance belongs to that loop."
             )
+        run = runtime().run_for(running)
+        instances = run.resources if run is not None else _instances_on(running)
         try:
-            return run.resources[self]  # type: ignore[no-any-return]
+            return instances[self]  # type: ignore[no-any-return]
         except KeyError:
-            instance = run.resources[self] = self._factory()
+            instance = instances[self] = self._factory()
             return instance
 
     async def _close_instance(self, instance: _T) -> None:
@@ -79,15 +89,57 @@ def loop_resource(factory: Callable[[], _T], *, close: Closer = None) -> LoopRes
     return LoopResource(factory, close=close)
 
 
-async def _close_resources(run: LoopRun) -> None:
+async def _close_all(instances: dict[Any, Any]) -> None:
     # Newest first, so a resource made from another closes before it.
-    for resource, instance in reversed(list(run.resources.items())):
+    for resource, instance in reversed(list(instances.items())):
         assert isinstance(resource, LoopResource)
         try:
             await resource._close_instance(instance)
         except Exception:
             logger.exception("Closing %r failed.", resource)
-    run.resources.clear()
+    instances.clear()
+
+
+async def _close_resources(run: LoopRun) -> None:
+    await _close_all(run.resources)
+
+
+class _OtherLoopInstances:
+    """The instances made on one loop that is not the shared one.
+
+    Nothing tells a library when someone else's loop ends, except that a
+    loop closing cleanly first closes the async generators it has seen
+    (``loop.shutdown_asyncgens()``). So a generator of ours takes its first
+    step on that loop, and its ``finally`` closes the instances there, while
+    the loop still runs them.
+    """
+
+    def __init__(self) -> None:
+        self.instances: dict[LoopResource[Any], Any] = {}
+        self._closer = self._close_when_the_loop_ends()  # strong: the loop keeps a weak one
+        # One step, up to the yield: the loop's first-iteration hook sees it.
+        with contextlib.suppress(StopIteration):
+            self._closer.asend(None).send(None)
+
+    async def _close_when_the_loop_ends(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await _close_all(self.instances)
+
+
+_other_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _OtherLoopInstances] = (
+    weakref.WeakKeyDictionary()
+)
+_other_loops_lock = threading.Lock()  # each loop its own thread; the dict is shared
+
+
+def _instances_on(loop: asyncio.AbstractEventLoop) -> dict[LoopResource[Any], Any]:
+    with _other_loops_lock:
+        entry = _other_loops.get(loop)
+        if entry is None:
+            entry = _other_loops[loop] = _OtherLoopInstances()
+    return entry.instances
 
 
 _shutdown.closing_hooks.append(_close_resources)

@@ -109,16 +109,33 @@ def test_a_failing_close_is_logged_and_the_others_still_close(
     assert any("Closing <LoopResource of Pool> failed" in r.getMessage() for r in caplog.records)
 
 
-def test_get_outside_the_shared_loop_is_a_clear_error() -> None:
+def test_get_outside_any_loop_is_a_clear_error() -> None:
     pool = looptoken.loop_resource(Pool)
-    with pytest.raises(RuntimeError, match=r"inside a coroutine running on the shared loop"):
+    with pytest.raises(RuntimeError, match=r"inside a coroutine running on an event loop"):
         pool.get()
 
-    async def elsewhere() -> None:
-        pool.get()
 
-    with pytest.raises(RuntimeError, match="shared loop"):
-        asyncio.run(elsewhere())
+def test_on_another_loop_one_instance_per_loop_closed_when_that_loop_ends() -> None:
+    """An ASGI server's loop (here asyncio.run's) gets its own instance, reused on
+    that loop and closed, on that loop, when it shuts down its async generators."""
+    pool = looptoken.loop_resource(Pool, close="aclose")
+
+    async def use_twice() -> Pool:
+        first = pool.get()
+        await asyncio.sleep(0)
+        assert pool.get() is first
+        assert not first.closed
+        return first
+
+    one, two = asyncio.run(use_twice()), asyncio.run(use_twice())
+    assert one is not two
+    assert one.closed
+    assert two.closed
+    assert Pool.made == [one, two]
+    with looptoken.start_loop():  # the shared loop's instance is apart from those
+        shared = looptoken.await_(use_twice())
+    assert shared not in (one, two)
+    assert shared.closed
 
 
 def test_bad_arguments() -> None:

@@ -1,0 +1,44 @@
+"""Under a real ASGI server (uvicorn), async views run on the server's loop,
+and a ``loop_resource`` gives them one instance per loop, closed with it."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.integration.conftest import NOISE, Launcher, free_port, stop
+from tests.testapp import events
+
+EVENTS = "tests.integration.events_settings"
+
+
+def test_an_async_view_under_uvicorn_reuses_its_loops_resource_closed_at_ctrl_c(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
+    server = launcher.launch(
+        "uvicorn",
+        [*command, "tests.asgi:application"],
+        port=port,
+        settings=EVENTS,
+        extra_env={"LOOPTOKEN_TEST_EVENTS": str(tmp_path)},
+    )
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        answers = [client.get("where/plain/").json() for _ in range(3)]
+    # One server loop, not the shared one (under ASGI nothing is rerouted),
+    # and one instance on it for every request.
+    assert len({(a["pid"], a["loop"], a["pool"]) for a in answers}) == 1
+    assert answers[0]["on_shared_loop"] is False
+    pid, loop, pool = answers[0]["pid"], answers[0]["loop"], answers[0]["pool"]
+
+    # Ctrl-C: uvicorn finishes, asyncio.Runner closes its loop's async
+    # generators, and with them the loop's instances.
+    stop(server, signal.SIGINT)
+    log = events.log_path(tmp_path, pid).read_text().splitlines()
+    assert f"pool_closed {pool} {loop}" in log, log
+    for noise in NOISE:
+        assert noise not in server.stderr()
