@@ -30,7 +30,7 @@ class LoopTokenConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the checks; start the loop unless the settings forbid it."""
-        from django_looptoken import _async_views, _signal_hooks, checks  # noqa: F401
+        from django_looptoken import _async_views, _reloader, _signal_hooks, checks  # noqa: F401
         from django_looptoken._runtime import runtime
         from django_looptoken.conf import looptoken_settings
 
@@ -40,10 +40,11 @@ class LoopTokenConfig(AppConfig):
             for error in errors:
                 logger.error("%s: %s (hint: %s)", error.id, error.msg, error.hint)
             return
-        if not looptoken_settings.AUTOSTART:
-            return
         if is_autoreloader_parent():
             logger.debug("runserver's autoreloader: the loop starts in the serving child.")
+            _reloader.wait_for_draining_children()
+            return
+        if not looptoken_settings.AUTOSTART:
             return
         runtime().hold_app_token()
         _signal_hooks.install()

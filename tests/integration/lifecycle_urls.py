@@ -12,4 +12,5 @@ urlpatterns = [
     path("lifecycle/unprotected/", views.unprotected),
     path("lifecycle/stuck/", views.stuck),
     path("lifecycle/stubborn/", views.stubborn),
+    path("lifecycle/hang-the-exit/", views.hang_the_exit),
 ]

@@ -103,3 +103,9 @@ async def stubborn(request: HttpRequest) -> JsonResponse:
     looptoken.spawn(_refuse_to_stop(started))
     await started.wait()
     return JsonResponse({"pid": os.getpid()})
+
+
+def hang_the_exit(request: HttpRequest) -> JsonResponse:
+    """Start a non-daemon thread that never ends, so this process cannot exit by itself."""
+    threading.Thread(target=threading.Event().wait, name="never-ends", daemon=False).start()
+    return JsonResponse({"pid": os.getpid()})
