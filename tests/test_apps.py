@@ -391,3 +391,47 @@ def test_score_asyncio_tokens_share_one_loop(backend: str) -> None:
         assert looptoken.get_loop() is not first
         assert looptoken.get_loop().is_running()
     assert first.is_closed()
+
+
+def test_check_deploy_reports_invalid_settings(tmp_path: Path) -> None:
+    """`manage.py check --deploy` lists every problem with its hint, and the
+    check itself starts no loop (a BACKEND that builds none is reported)."""
+    write_settings(tmp_path, looptoken_setting={"SHUTDOWN_TIMOUT": 5, "BACKEND": "os.getcwd"})
+    result, _ = run_python(tmp_path, ["-m", "django", "check", "--deploy"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "looptoken.E002" in result.stderr
+    assert "HINT: Did you mean 'SHUTDOWN_TIMEOUT'?" in result.stderr
+    assert "looptoken.E009" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_middleware_without_the_app_is_reported_where_it_loads(tmp_path: Path) -> None:
+    """Servers run no checks: the process that loads the middleware without the
+    app logs E010 once, and a check in that process reports it."""
+    write_settings(tmp_path, installed_apps=("django.contrib.contenttypes",))
+    (tmp_path / "lt_settings.py").write_text(
+        (tmp_path / "lt_settings.py").read_text()
+        + 'MIDDLEWARE = ["django_looptoken.middleware.LoopTokenMiddleware"]\n'
+        + 'ROOT_URLCONF = "lt_settings"\nurlpatterns = []\nALLOWED_HOSTS = ["*"]\n'
+    )
+    result, _ = run_script(
+        tmp_path,
+        """
+        import io
+        import logging
+
+        logging.basicConfig(format="%(levelname)s %(message)s")
+
+        from django.core.management import call_command
+        from django.core.management.base import SystemCheckError
+        from django.core.wsgi import get_wsgi_application
+
+        get_wsgi_application()  # what gunicorn, uWSGI and waitress do
+        try:
+            call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+        except SystemCheckError as error:
+            print("check:", "looptoken.E010" in str(error))
+        """,
+    )
+    assert result.stdout.strip() == "check: True", result.stdout + result.stderr
+    assert result.stderr.count("ERROR looptoken.E010: LoopTokenMiddleware is in MIDDLEWARE") == 1
