@@ -114,15 +114,15 @@ def check_path(path: str) -> None:
         if name == "..":
             current = os.path.dirname(current)
             continue
-        parent = os.stat(current)
         entry = os.path.join(current, name)
         try:
+            parent = os.stat(current)
             info = os.lstat(entry)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise StatusDirError(
-                f"status directory {path}: {entry} cannot be read: {exc}."
+                f"status directory {path}: {entry} cannot be read: {exc.strerror}."
             ) from exc
         if info.st_uid not in (0, uid):
             raise StatusDirError(
@@ -141,7 +141,12 @@ def check_path(path: str) -> None:
             links += 1
             if links > 40:
                 raise StatusDirError(f"status directory {path}: too many symlinks.")
-            target = os.readlink(entry)
+            try:
+                target = os.readlink(entry)
+            except OSError as exc:
+                raise StatusDirError(
+                    f"status directory {path}: {entry} cannot be read: {exc.strerror}."
+                ) from exc
             if os.path.isabs(target):
                 current = os.sep
             parts[:0] = target.split(os.sep)
