@@ -10,8 +10,8 @@ each WSGI request this module notes the shared loop there: in
 a ``request_started`` receiver. That is asgiref internals: a probe checks
 once per process, at the first request on a running loop, that it still
 works, and if not, Django's normal behaviour stays (``manage.py check``
-judges the same from asgiref's code without starting a loop, W003). Under an ASGI handler nothing
-changes.
+judges the same from asgiref's code without starting a loop, W003). Under
+an ASGI handler nothing changes.
 """
 
 from __future__ import annotations
