@@ -8,9 +8,10 @@ a new one, with its own thread-sensitive hand-back intact. At the start of
 each WSGI request this module notes the shared loop there: in
 ``LoopTokenMiddleware`` when no async-only middleware runs before it, else in
 a ``request_started`` receiver. That is asgiref internals: a probe checks
-once per process that it still works, and if not, Django's normal behaviour
-stays (and ``manage.py check`` says so, W003). Under an ASGI handler nothing
-changes.
+once per process, at the first request on a running loop, that it still
+works, and if not, Django's normal behaviour stays (``manage.py check``
+judges the same from asgiref's code without starting a loop, W003). Under
+an ASGI handler nothing changes.
 """
 
 from __future__ import annotations
@@ -90,6 +91,25 @@ def hook_works() -> bool:
             seen[0] if seen else "the probe did not finish",
         )
     return works
+
+
+def hook_supported() -> bool:
+    """Whether asgiref's ``async_to_sync`` still reads a loop noted in its
+    threadlocal, judged from its code alone: check W003 starts no loop. The
+    live probe (``hook_works``) runs at the first request on a running loop."""
+    code = getattr(AsyncToSync.__call__, "__code__", None)
+    return (
+        code is not None
+        and "main_event_loop" in code.co_consts
+        and "threadlocal" in code.co_names
+        and hasattr(SyncToAsync, "threadlocal")
+        and hasattr(AsyncToSync, "executors")
+    )
+
+
+def hook_probed_broken() -> bool:
+    """Whether the live probe already ran in this process and failed (never runs it)."""
+    return hook_works.cache_info().currsize > 0 and not hook_works()
 
 
 async def _running_loop() -> asyncio.AbstractEventLoop:

@@ -10,6 +10,9 @@ from django.utils.module_loading import import_string
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
+#: The backends named by a word, whose loops are built from known classes.
+BUILTIN = ("auto", "asyncio", "uvloop")
+
 
 def uvloop_available() -> bool:
     """Whether uvloop can be imported in this environment."""
@@ -56,3 +59,28 @@ def resolve_loop_factory(backend: str) -> LoopFactory:
             "zero-argument callable returning a new event loop."
         )
     return factory  # type: ignore[no-any-return]
+
+
+def build_loop(backend: str, factory: LoopFactory) -> asyncio.AbstractEventLoop:
+    """Call ``factory`` (what ``backend`` names) for a new, unstarted loop, or raise
+    ImproperlyConfigured saying what it did instead (raised, returned something
+    else, a running or closed loop)."""
+    try:
+        loop: object = factory()
+    except Exception as exc:
+        raise ImproperlyConfigured(
+            f'LOOPTOKEN["BACKEND"] {backend!r} failed to build an event loop: '
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        raise ImproperlyConfigured(
+            f'LOOPTOKEN["BACKEND"] {backend!r} returned {loop!r} '
+            f"({type(loop).__qualname__}), not an event loop."
+        )
+    if loop.is_running() or loop.is_closed():
+        state = "running" if loop.is_running() else "closed"
+        raise ImproperlyConfigured(
+            f'LOOPTOKEN["BACKEND"] {backend!r} returned a {state} event loop; '
+            "it must return a new one each time."
+        )
+    return loop

@@ -20,13 +20,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from enum import Enum
 
-from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from django_looptoken import _shutdown, _waiting
-from django_looptoken._backends import resolve_loop_factory
+from django_looptoken._backends import build_loop, resolve_loop_factory
 from django_looptoken._loop_run import LoopRun
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.exceptions import LoopStoppedError
@@ -49,18 +49,11 @@ STOPPED, STARTING, RUNNING, STOPPING = State
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """Build an unstarted loop from the settings (backend, debug, executor)."""
-    from django_looptoken.checks import settings_errors
-
-    errors = settings_errors()
-    if errors:
-        raise ImproperlyConfigured(
-            "The shared loop cannot start: the LOOPTOKEN setting is invalid. "
-            + " ".join(f"{e.id}: {e.msg}" for e in errors)
-            + " Run 'manage.py check' for hints."
-        )
+    """Build an unstarted loop from the settings (backend, debug, executor);
+    ImproperlyConfigured, naming every problem, if the settings are invalid."""
     conf = looptoken_settings
-    loop = resolve_loop_factory(conf.BACKEND)()
+    conf.raise_if_invalid()
+    loop = build_loop(conf.BACKEND, resolve_loop_factory(conf.BACKEND))
     loop.set_debug(conf.DEBUG)
     loop.slow_callback_duration = conf.SLOW_CALLBACK_DURATION
     if conf.EXECUTOR_MAX_WORKERS is not None:
@@ -89,9 +82,13 @@ class Runtime:
         self._closing = False
         self._exiting = False
         self.app_token_run: LoopRun | None = None
-        # The app's token was on a loop whose thread died: the next loop
-        # started carries it again, so AUTOSTART keeps meaning "always on".
+        # The app's token was on a loop whose thread died, or AUTOSTART waits
+        # for a management command's first use: the next loop started carries
+        # it (again), so AUTOSTART keeps meaning "always on once started".
         self._app_token_lost = False
+        self._on_app_token: Callable[[], None] | None = None
+        # Starts and stops are news in a server, not in a management command.
+        self.lifecycle_level = logging.INFO
         self.pid = os.getpid()
 
     # -- reading -------------------------------------------------------------
@@ -178,12 +175,21 @@ class Runtime:
             self._run = run
             self._set_state(RUNNING)
             run.holders.append(None)
-            if self._app_token_lost:
+            took_app_token = self._app_token_lost
+            if took_app_token:
                 self._app_token_lost = False
                 self.app_token_run = run
                 run.holders.append(None)
+            on_app_token, self._on_app_token = self._on_app_token, None
             self._changed.notify_all()
-        logger.info("Shared loop started: %s (pid %d).", type(run.loop).__qualname__, os.getpid())
+        logger.log(
+            self.lifecycle_level,
+            "Shared loop started: %s (pid %d).",
+            type(run.loop).__qualname__,
+            os.getpid(),
+        )
+        if took_app_token and on_app_token is not None:
+            on_app_token()
         run.loop.call_soon_threadsafe(_shutdown.send_signal, "loop_started", run.loop)
         return run
 
@@ -193,6 +199,7 @@ class Runtime:
             if self._state is RUNNING:
                 assert self._run is not None
                 return self._run
+        looptoken_settings.raise_if_invalid()  # the reason no loop runs, if it is one
         raise LoopStoppedError(
             "The shared loop is not running, so nothing would keep this work alive: "
             "hold a token (looptoken.start_loop()) or leave LOOPTOKEN['AUTOSTART'] on."
@@ -245,7 +252,7 @@ class Runtime:
             if run.crashed and self.app_token_run is run:
                 self.app_token_run = None
                 self._app_token_lost = True
-        logger.info("Shared loop stopped (pid %d).", os.getpid())
+        logger.log(self.lifecycle_level, "Shared loop stopped (pid %d).", os.getpid())
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Release the app token, drain other tokens up to ``timeout``, stop the loop."""
@@ -295,7 +302,8 @@ class Runtime:
             self._exiting = True
             run = self._run
         if run is not None:
-            logger.info(
+            logger.log(
+                self.lifecycle_level,
                 "Process exiting: draining the shared loop (up to %.1f s).",
                 looptoken_settings.SHUTDOWN_TIMEOUT,
             )
@@ -319,6 +327,15 @@ class Runtime:
             loop, self._next_loop = self._next_loop, None
         if loop is not None:
             loop.close()
+
+    def hold_app_token_at_first_start(self, on_start: Callable[[], None]) -> None:
+        """AUTOSTART in a management command: the first loop started, when code
+        first needs one, takes the app's token; ``on_start`` then runs in that
+        caller's thread. Until then nothing runs: no loop, watchdog or socket."""
+        with self._lock:
+            self._app_token_lost = True
+            self._on_app_token = on_start
+            self.lifecycle_level = logging.DEBUG
 
     def hold_app_token(self) -> None:
         """Start the loop for the app and count the app's token (AUTOSTART)."""

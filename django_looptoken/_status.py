@@ -311,9 +311,7 @@ def status() -> dict[str, Any]:
 
 def would_start() -> dict[str, Any]:
     """What this configuration would start: backend, uvloop, settings, errors."""
-    from django_looptoken.checks import settings_errors
-
-    errors = [f"{error.id}: {error.msg}" for error in settings_errors()]
+    errors = [f"{problem.id}: {problem.msg}" for problem in looptoken_settings.problems()]
     backend: str | None = None
     if not errors:
         factory = resolve_loop_factory(looptoken_settings.BACKEND)

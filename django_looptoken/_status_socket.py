@@ -24,9 +24,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import grp
 import json
 import logging
 import os
+import pwd
 import re
 import socket
 import stat
@@ -90,12 +92,103 @@ def check_dir(path: str) -> None:
         )
 
 
-def make_dir(path: str) -> None:
-    """Create ``path`` with mode 0700 if missing, then check it (StatusDirError)."""
+def check_path(path: str) -> None:
+    """Raise StatusDirError unless no other user can change what ``path`` leads to.
+
+    Walks ``path`` from ``/``, following symlinks: every existing entry on the
+    way must be owned by this user or root, and every directory it is in must
+    not be writable by others, unless that directory is sticky (``/tmp``:
+    there only an entry's owner may replace it). A directory writable by its
+    group is safe only when that group is the user's private group (named
+    after the user, as umask 002 systems make them). Missing components are
+    fine: ``make_dir`` creates them.
+    """
+    uid = os.getuid()
+    parts = path.split(os.sep)
+    current = os.sep
+    links = 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        entry = os.path.join(current, name)
+        try:
+            parent = os.stat(current)
+            info = os.lstat(entry)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StatusDirError(
+                f"status directory {path}: {entry} cannot be read: {exc.strerror}."
+            ) from exc
+        if info.st_uid not in (0, uid):
+            raise StatusDirError(
+                f"status directory {path} is unsafe: {entry} is owned by uid {info.st_uid}, "
+                f"who could make it lead elsewhere."
+            )
+        others_write = parent.st_mode & stat.S_IWOTH or (
+            parent.st_mode & stat.S_IWGRP and not _private_group(parent.st_gid, uid)
+        )
+        if others_write and not parent.st_mode & stat.S_ISVTX:
+            raise StatusDirError(
+                f"status directory {path} is unsafe: {current} is writable by other users, "
+                f"who could replace {entry}."
+            )
+        if stat.S_ISLNK(info.st_mode):
+            links += 1
+            if links > 40:
+                raise StatusDirError(f"status directory {path}: too many symlinks.")
+            try:
+                target = os.readlink(entry)
+            except OSError as exc:
+                raise StatusDirError(
+                    f"status directory {path}: {entry} cannot be read: {exc.strerror}."
+                ) from exc
+            if os.path.isabs(target):
+                current = os.sep
+            parts[:0] = target.split(os.sep)
+            continue
+        current = entry
+
+
+def _private_group(gid: int, uid: int) -> bool:
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StatusDirError(f"status directory {path} cannot be created: {exc}.") from exc
+        return grp.getgrgid(gid).gr_name == pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return False
+
+
+def make_dir(path: str) -> None:
+    """Create ``path`` (and missing parents) with mode 0700, then check it and
+    its whole path (StatusDirError).
+
+    Modes are set with chmod, which the umask does not cut: under umask 277 a
+    directory made with mode 0700 would be 0500 and then refused.
+    """
+    check_path(path)
+    missing: list[str] = []
+    head = path
+    while not os.path.lexists(head) and head != os.path.dirname(head):
+        missing.insert(0, head)
+        head = os.path.dirname(head)
+    for directory in missing:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # another process made it just now; checked below
+        except OSError as exc:
+            raise StatusDirError(f"status directory {path} cannot be created: {exc}.") from exc
+        os.chmod(directory, 0o700)
+    # Made by another worker under a strict umask, not yet chmodded: only ours
+    # to read anyway (no group or other bits), so give it the mode it needs.
+    with contextlib.suppress(OSError):
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    check_path(path)
     check_dir(path)
 
 
@@ -310,6 +403,7 @@ def collect(directory: str, *, exclude_pid: int | None = None) -> Listing:
     if not os.path.lexists(directory):
         return listing
     try:
+        check_path(directory)
         check_dir(directory)
         names = sorted(os.listdir(directory))
     except (OSError, StatusDirError) as exc:

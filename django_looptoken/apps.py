@@ -1,4 +1,11 @@
-"""The Django app: checks registered, the loop started when AUTOSTART is on."""
+"""The Django app: checks registered, the loop started when AUTOSTART is on.
+
+Servers (gunicorn, uWSGI, waitress, uvicorn, daphne, runserver's serving
+child, any process that is not a management command) start the loop at
+load. A management command that is not a server (``migrate``, ``shell``,
+``check``...) starts nothing at load: the loop starts when its code first
+needs it, and then takes the app's token as a server's would.
+"""
 
 import logging
 import os
@@ -8,6 +15,9 @@ from django.apps import AppConfig
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 logger = logging.getLogger("django_looptoken")
+
+#: Management commands that serve requests: they start the loop at load.
+SERVER_COMMANDS = frozenset({"runserver", "testserver", "runserver_plus", "runmodwsgi"})
 
 
 def is_autoreloader_parent() -> bool:
@@ -22,6 +32,26 @@ def is_autoreloader_parent() -> bool:
     )
 
 
+def running_command() -> str | None:
+    """The management command this process loads the apps for (``"migrate"``),
+    or None outside ``manage.py`` / ``django-admin`` / ``python -m django``.
+
+    Found as Django's ``ManagementUtility.execute`` on the calling stack, which
+    sets up Django before it runs the command: unlike ``sys.argv``, that does
+    not depend on how the script is named or what a server's arguments are.
+    """
+    from django.core.management import ManagementUtility
+
+    execute = ManagementUtility.execute.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is execute:
+            subcommand = frame.f_locals.get("subcommand")
+            return subcommand if isinstance(subcommand, str) else "help"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
 class LoopTokenConfig(AppConfig):
     """Starts the shared loop and holds the app's token (``AUTOSTART``)."""
 
@@ -34,17 +64,23 @@ class LoopTokenConfig(AppConfig):
         from django_looptoken._runtime import runtime
         from django_looptoken.conf import looptoken_settings
 
-        errors = checks.settings_errors()
-        if errors:
-            # Never crash a worker at import: say what is wrong and start nothing.
-            for error in errors:
-                logger.error("%s: %s (hint: %s)", error.id, error.msg, error.hint)
+        invalid = looptoken_settings.invalid_text()
+        if invalid is not None:
+            # Never crash a worker at import, never fail pages that do not use
+            # the loop: say once what is wrong and start nothing, whatever
+            # AUTOSTART says. Each use of the loop raises the same text.
+            logger.error("%s", invalid)
             return
         if is_autoreloader_parent():
             logger.debug("runserver's autoreloader: the loop starts in the serving child.")
             _reloader.wait_for_draining_children()
             return
         if not looptoken_settings.AUTOSTART:
+            return
+        command = running_command()
+        if command is not None and command not in SERVER_COMMANDS:
+            logger.debug("Management command %r: the loop starts when first needed.", command)
+            runtime().hold_app_token_at_first_start(_signal_hooks.install)
             return
         runtime().hold_app_token()
         _signal_hooks.install()

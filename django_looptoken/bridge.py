@@ -22,7 +22,7 @@ from django_looptoken._call import TASKS_TAKE_A_CONTEXT, Call
 from django_looptoken._handback import background_executor, enter_loop_thread
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import runtime
-from django_looptoken.conf import looptoken_settings
+from django_looptoken.conf import looptoken_settings, validate_timeout
 from django_looptoken.exceptions import LoopStoppedError
 
 logger = logging.getLogger("django_looptoken")
@@ -318,8 +318,4 @@ def _close_if_coroutine(obj: object) -> None:
 def _timeout(timeout: float | None, name: str) -> float | None:
     if timeout is None:
         return looptoken_settings.DEFAULT_TIMEOUT
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{name}() timeout must be None or a number of seconds, not {timeout!r}.")
-    if timeout <= 0:
-        raise ValueError(f"{name}() timeout must be more than 0 seconds, not {timeout!r}.")
-    return float(timeout)
+    return validate_timeout(timeout, name)

@@ -1,147 +1,56 @@
-"""System checks for the ``LOOPTOKEN`` setting (``manage.py check``).
+"""System checks (``manage.py check``): the ``LOOPTOKEN`` setting and the middleware.
 
-Errors (``looptoken.E0xx``) are settings the loop cannot start from;
-warnings (``looptoken.W0xx``) are setups that work but are probably not meant.
+The validation itself lives in ``conf.py``; this module only turns its
+problems into check messages and adds the checks of how the app is wired in.
+Errors (``looptoken.E0xx``) are setups the loop cannot run from; warnings
+(``looptoken.W0xx``) are setups that work but are probably not meant. Every
+message has a hint, and ids never change meaning (troubleshooting.md lists them).
 """
 
 from __future__ import annotations
 
-import difflib
-import math
-import numbers
-import os
 from collections.abc import Sequence
-from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
-from django.core.exceptions import ImproperlyConfigured
+from django.middleware.common import CommonMiddleware
+from django.middleware.http import ConditionalGetMiddleware
+from django.middleware.locale import LocaleMiddleware
+from django.utils.module_loading import import_string
 
-from django_looptoken._backends import resolve_loop_factory
-from django_looptoken.conf import DEFAULTS, looptoken_settings
+from django_looptoken.conf import Problem, looptoken_settings, status_dir_problems
 
-_BOOL_KEYS = ("AUTOSTART", "ASYNC_VIEWS", "DEBUG")
-# key -> (may be None, zero allowed)
-_SECONDS_KEYS = {
-    "DEFAULT_TIMEOUT": (True, False),
-    "SHUTDOWN_TIMEOUT": (False, True),
-    "SLOW_CALLBACK_DURATION": (False, False),
-    "WATCHDOG_SECONDS": (True, False),
-}
+MIDDLEWARE_PATH = "django_looptoken.middleware.LoopTokenMiddleware"
+
+# Middleware that may return a new response instead of the one it was given
+# (APPEND_SLASH and language redirects after a 404, 304 Not Modified, flat
+# pages and redirects after a 404). Above LoopTokenMiddleware, the response
+# it was given, whose close releases the request's token, is never closed.
+REPLACES_RESPONSES = (
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.http.ConditionalGetMiddleware",
+    "django.contrib.flatpages.middleware.FlatpageFallbackMiddleware",
+    "django.contrib.redirects.middleware.RedirectFallbackMiddleware",
+)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+def _error(problem: Problem) -> Error:
+    return Error(problem.msg, hint=problem.hint, id=problem.id)
 
 
 def settings_errors() -> list[CheckMessage]:
     """Every error in ``LOOPTOKEN``; the runtime refuses to start while any exist."""
-    user = looptoken_settings.user_settings()
-    if not isinstance(user, dict):
-        return [
-            Error(
-                f"LOOPTOKEN must be a dict, not {type(user).__name__}.",
-                hint='Write it as LOOPTOKEN = {"BACKEND": "auto", ...} or remove it.',
-                id="looptoken.E001",
-            )
-        ]
-    errors: list[CheckMessage] = []
-    for key in user:
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
-            hint = (
-                f"Did you mean {close[0]!r}?" if close else f"Known keys: {', '.join(DEFAULTS)}."
-            )
-            errors.append(
-                Error(f"LOOPTOKEN has an unknown key {key!r}.", hint=hint, id="looptoken.E002")
-            )
-    merged = looptoken_settings.merged()
-    errors += _backend_errors(merged["BACKEND"])
-    for key in _BOOL_KEYS:
-        if not isinstance(merged[key], bool):
-            errors.append(
-                Error(
-                    f'LOOPTOKEN["{key}"] must be True or False, not {merged[key]!r}.',
-                    hint=f"Default: {DEFAULTS[key]!r}.",
-                    id="looptoken.E005",
-                )
-            )
-    for key, (nullable, zero_ok) in _SECONDS_KEYS.items():
-        errors += _seconds_errors(key, merged[key], nullable=nullable, zero_ok=zero_ok)
-    workers = merged["EXECUTOR_MAX_WORKERS"]
-    if workers is not None and (
-        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
-    ):
-        errors.append(
-            Error(
-                'LOOPTOKEN["EXECUTOR_MAX_WORKERS"] must be None or a positive int, '
-                f"not {workers!r}.",
-                hint="None keeps Python's default executor size.",
-                id="looptoken.E007",
-            )
-        )
-    status_dir = merged["STATUS_DIR"]
-    if status_dir is not None and not isinstance(status_dir, (str, os.PathLike)):
-        errors.append(
-            Error(
-                'LOOPTOKEN["STATUS_DIR"] must be None or a path (str or Path), '
-                f"not {status_dir!r}.",
-                hint="None puts the sockets in a per-user directory in the temp dir.",
-                id="looptoken.E008",
-            )
-        )
-    return errors
-
-
-def _backend_errors(backend: Any) -> list[CheckMessage]:
-    if not isinstance(backend, str):
-        return [
-            Error(
-                f'LOOPTOKEN["BACKEND"] must be a string, not {backend!r}.',
-                hint='Use "auto", "asyncio", "uvloop" or a dotted path to a loop factory.',
-                id="looptoken.E003",
-            )
-        ]
-    try:
-        resolve_loop_factory(backend)
-    except ImproperlyConfigured as exc:
-        return [
-            Error(
-                str(exc),
-                hint='"auto" picks uvloop when it is installed and asyncio otherwise.',
-                id="looptoken.E004",
-            )
-        ]
-    return []
-
-
-def _seconds_errors(key: str, value: Any, *, nullable: bool, zero_ok: bool) -> list[CheckMessage]:
-    if value is None and nullable:
-        return []
-    bound = ">= 0" if zero_ok else "> 0"
-    wanted = f"{'None or ' if nullable else ''}a number of seconds {bound}"
-    if not _is_number(value):
-        return [
-            Error(
-                f'LOOPTOKEN["{key}"] must be {wanted}, not {value!r}.',
-                hint=f"Default: {DEFAULTS[key]!r}.",
-                id="looptoken.E006",
-            )
-        ]
-    if value < 0 or (value == 0 and not zero_ok):
-        return [
-            Error(
-                f'LOOPTOKEN["{key}"] must be {wanted}, not {value!r}.',
-                hint=f"Default: {DEFAULTS[key]!r}.",
-                id="looptoken.E006",
-            )
-        ]
-    return []
+    return [_error(problem) for problem in looptoken_settings.problems()]
 
 
 def settings_warnings() -> list[CheckMessage]:
-    """Setups that work but are probably a mistake (only for valid settings)."""
+    """Setups that work but are probably a mistake (only for valid settings).
+
+    None of them starts a loop: the asgiref hook (W003) is judged from
+    asgiref's code here, and probed live at the first request.
+    """
     conf = looptoken_settings
     warnings: list[CheckMessage] = []
     if conf.DEBUG and not settings.DEBUG:
@@ -163,9 +72,9 @@ def settings_warnings() -> list[CheckMessage]:
             )
         )
     if conf.ASYNC_VIEWS:
-        from django_looptoken._async_views import hook_works
+        from django_looptoken._async_views import hook_probed_broken, hook_supported
 
-        if not hook_works():
+        if not hook_supported() or hook_probed_broken():
             warnings.append(
                 Warning(
                     "ASYNC_VIEWS is on, but this asgiref version does not let async views "
@@ -175,6 +84,8 @@ def settings_warnings() -> list[CheckMessage]:
                     id="looptoken.W003",
                 )
             )
+    for problem in status_dir_problems(conf.STATUS_DIR):
+        warnings.append(Warning(problem.msg, hint=problem.hint, id=problem.id))
     return warnings
 
 
@@ -182,6 +93,62 @@ def settings_warnings() -> list[CheckMessage]:
 def check_looptoken_settings(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: object
 ) -> list[CheckMessage]:
-    """The ``manage.py check`` entry point."""
+    """The ``manage.py check`` entry point for the setting."""
     errors = settings_errors()
     return errors if errors else settings_warnings()
+
+
+@register(Tags.compatibility)
+def check_middleware(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: object
+) -> list[CheckMessage]:
+    """``LoopTokenMiddleware``: with the app, once, above what replaces responses."""
+    middleware = [path for path in settings.MIDDLEWARE if isinstance(path, str)]
+    if MIDDLEWARE_PATH not in middleware:
+        return []
+    messages: list[CheckMessage] = []
+    if not apps.is_installed("django_looptoken"):
+        messages.append(
+            Error(
+                f"{MIDDLEWARE_PATH} is in MIDDLEWARE but django_looptoken is not in "
+                "INSTALLED_APPS: the loop starts and stops around every request "
+                "(nothing is pooled) and SIGTERM does not drain.",
+                hint='Add "django_looptoken" to INSTALLED_APPS.',
+                id="looptoken.E010",
+            )
+        )
+    if middleware.count(MIDDLEWARE_PATH) > 1:
+        messages.append(
+            Warning(
+                f"{MIDDLEWARE_PATH} is in MIDDLEWARE {middleware.count(MIDDLEWARE_PATH)} "
+                "times: each request takes a token per entry.",
+                hint="List it once, near the top of MIDDLEWARE.",
+                id="looptoken.W005",
+            )
+        )
+    above = middleware[: middleware.index(MIDDLEWARE_PATH)]
+    for path in above:
+        if _replaces_responses(path):
+            messages.append(
+                Warning(
+                    f"{path} comes before {MIDDLEWARE_PATH} in MIDDLEWARE and may replace "
+                    "the response: the replaced one is never closed, so the request's token "
+                    "stays held (and the shutdown drain waits for it) until the garbage "
+                    "collector finds it.",
+                    hint=f"Move {MIDDLEWARE_PATH} above {path}; first in MIDDLEWARE is safest.",
+                    id="looptoken.W006",
+                )
+            )
+    return messages
+
+
+def _replaces_responses(path: str) -> bool:
+    if path in REPLACES_RESPONSES:
+        return True
+    try:
+        cls = import_string(path)
+    except Exception:  # ImportError or worse: Django reports it when it loads MIDDLEWARE
+        return False
+    return isinstance(cls, type) and issubclass(
+        cls, (CommonMiddleware, LocaleMiddleware, ConditionalGetMiddleware)
+    )

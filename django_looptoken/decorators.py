@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from asgiref.sync import iscoroutinefunction
 
 from django_looptoken.bridge import await_
+from django_looptoken.conf import validate_timeout
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -38,6 +39,7 @@ def runs_async(
     runs it on the shared loop through ``await_``, with ``timeout`` seconds
     (default ``DEFAULT_TIMEOUT``). Usable bare or with arguments.
     """
+    validate_timeout(timeout, "runs_async")  # at decoration, not at the first call
     if func is None:
         return functools.partial(_decorate, timeout=timeout)
     return _decorate(func, timeout=timeout)

@@ -8,14 +8,19 @@ not when the view returns.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+from django.apps import apps
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_looptoken._async_views import follow_shared_loop
+from django_looptoken.conf import looptoken_settings
 from django_looptoken.tokens import start_loop
+
+logger = logging.getLogger("django_looptoken")
 
 
 class LoopTokenMiddleware:
@@ -26,9 +31,22 @@ class LoopTokenMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
+        if not apps.is_installed("django_looptoken"):
+            # Servers run no checks: say it where the middleware loads (and
+            # register the checks, so a check in this process reports E010).
+            from django_looptoken import checks  # noqa: F401
+
+            logger.error(
+                "looptoken.E010: LoopTokenMiddleware is in MIDDLEWARE but django_looptoken "
+                'is not in INSTALLED_APPS. Fix: Add "django_looptoken" to INSTALLED_APPS.'
+            )
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         """Take a token, run the view, release the token when the response closes."""
+        if looptoken_settings.invalid_text() is not None:
+            # Invalid LOOPTOKEN (logged at startup): no token, no routing, so
+            # pages that do not use the loop are served as usual.
+            return self.get_response(request)
         token = start_loop()
         request.looptoken = token  # type: ignore[attr-defined]
         if isinstance(request, WSGIRequest):

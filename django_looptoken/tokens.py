@@ -13,6 +13,7 @@ from types import TracebackType
 
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import runtime
+from django_looptoken.conf import validate_timeout
 
 
 class LoopToken:
@@ -116,8 +117,4 @@ def shutdown(timeout: float | None = None) -> None:
     then stop counting and their holders' waits end with ``LoopStoppedError``.
     A later ``start_loop()`` starts a fresh loop.
     """
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-    ):
-        raise ValueError(f"shutdown() timeout must be None or seconds >= 0, not {timeout!r}.")
-    runtime().shutdown(timeout)
+    runtime().shutdown(validate_timeout(timeout, "shutdown", zero_ok=True))

@@ -36,3 +36,15 @@ def loop_with_a_task_factory() -> asyncio.AbstractEventLoop:
     loop = asyncio.SelectorEventLoop()
     loop.set_task_factory(_traced_task)
     return loop
+
+
+def failing_loop_factory() -> asyncio.AbstractEventLoop:
+    """A factory that raises, as one with a bug in it would."""
+    raise RuntimeError("no loop today")
+
+
+def closed_loop_factory() -> asyncio.AbstractEventLoop:
+    """A factory that returns a loop it already closed."""
+    loop = asyncio.SelectorEventLoop()
+    loop.close()
+    return loop

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
+import os
+import stat
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import AsyncToSync
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.middleware.common import CommonMiddleware
+from django.test import Client
 
 import django_looptoken as looptoken
+from django_looptoken import _async_views
 from django_looptoken._runtime import State, runtime
-from django_looptoken.checks import check_looptoken_settings
+from django_looptoken.checks import check_looptoken_settings, check_middleware
+from django_looptoken.conf import looptoken_settings
+from django_looptoken.signals import loop_started
 
 
 def run_checks() -> list[CheckMessage]:
@@ -184,11 +195,34 @@ def test_e007_executor_max_workers(settings: Any, value: object) -> None:
     assert "EXECUTOR_MAX_WORKERS" in message.msg
 
 
-@pytest.mark.parametrize("value", [42, ["/tmp"], b"/tmp"])
+@pytest.mark.parametrize("value", [42, ["/tmp"], b"/tmp", "", Path(""), "status", "./status"])
 def test_e008_status_dir(settings: Any, value: object) -> None:
     settings.LOOPTOKEN = {"STATUS_DIR": value}
     message = only(run_checks(), "looptoken.E008")
     assert "STATUS_DIR" in message.msg
+
+
+@pytest.mark.parametrize(
+    ("backend", "what"),
+    [
+        ("tests.loop_factories.failing_loop_factory", "RuntimeError: no loop today"),
+        ("uvloop.EventLoopPolicy", "not an event loop"),
+        ("os.getcwd", "not an event loop"),
+        ("tests.loop_factories.closed_loop_factory", "a closed event loop"),
+    ],
+    ids=["raises", "policy-class", "returns-a-str", "closed-loop"],
+)
+def test_e009_backend_does_not_build_a_loop(settings: Any, backend: str, what: str) -> None:
+    """A factory that imports but builds no usable loop is reported by the check,
+    and start_loop() raises the same as ImproperlyConfigured (no bare crash)."""
+    settings.LOOPTOKEN = {"AUTOSTART": False, "BACKEND": backend}
+    message = only(run_checks(), "looptoken.E009")
+    assert backend in message.msg
+    assert what in message.msg
+    with pytest.raises(ImproperlyConfigured, match=r"looptoken\.E009") as excinfo:
+        looptoken.start_loop()
+    assert what in str(excinfo.value)
+    assert runtime().state is State.STOPPED
 
 
 def test_every_error_is_reported_at_once(settings: Any) -> None:
@@ -235,6 +269,173 @@ def test_w002_watchdog_not_above_slow_callback_duration(
 def test_w002_not_raised_when_watchdog_above(settings: Any) -> None:
     settings.LOOPTOKEN = {"WATCHDOG_SECONDS": 0.2, "SLOW_CALLBACK_DURATION": 0.1}
     assert run_checks() == []
+
+
+def test_w003_judged_from_asgiref_code_without_starting_a_loop(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No check starts a loop: W003 reads asgiref's code (the live probe waits
+    for the first request), and reports an asgiref that no longer reads its
+    threadlocal's loop."""
+    settings.LOOPTOKEN = {"AUTOSTART": False, "ASYNC_VIEWS": True}
+    _async_views.hook_works.cache_clear()  # as in a fresh process
+    started: list[object] = []
+
+    def on_started(sender: object, **kwargs: object) -> None:
+        started.append(sender)
+
+    loop_started.connect(on_started)
+    try:
+        call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+        assert run_checks() == []
+    finally:
+        loop_started.disconnect(on_started)
+    assert started == []
+    assert runtime().state is State.STOPPED
+
+    def call_without_the_hook(self: AsyncToSync, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError  # an asgiref that never looks at main_event_loop
+
+    monkeypatch.setattr(AsyncToSync, "__call__", call_without_the_hook)
+    message = only(run_checks(), "looptoken.W003")
+    assert "ASYNC_VIEWS" in message.msg
+    settings.LOOPTOKEN = {"AUTOSTART": False, "ASYNC_VIEWS": False}
+    assert run_checks() == []
+
+
+def _link_as(uid: int, target: Path, link: Path) -> None:
+    link.symlink_to(target)
+    os.lchown(link, uid, -1)
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a file of another user needs root")
+def test_w004_status_dir_through_another_users_symlink(settings: Any, tmp_path: Path) -> None:
+    """A STATUS_DIR reached through a symlink another user owns, in a sticky
+    world-writable directory like /tmp, is unsafe along its path."""
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o1777)
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    _link_as(NOBODY, mine, public / "theirs")
+    settings.LOOPTOKEN = {"STATUS_DIR": str(public / "theirs" / "status")}
+    message = only(run_checks(), "looptoken.W004")
+    assert f"owned by uid {NOBODY}" in message.msg
+    assert not isinstance(message, Error)
+    # The same link owned by this user is fine: in a sticky directory only
+    # its owner may replace it.
+    _link_as(os.getuid(), mine, public / "ours")
+    settings.LOOPTOKEN = {"STATUS_DIR": str(public / "ours" / "status")}
+    assert run_checks() == []
+
+
+def test_w004_status_dir_through_a_world_writable_directory(settings: Any, tmp_path: Path) -> None:
+    """Any user may replace an entry of a world-writable directory without the
+    sticky bit, so a path through one is unsafe, link or not."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (tmp_path / "real").mkdir(mode=0o700)
+    (shared / "link").symlink_to(tmp_path / "real")
+    settings.LOOPTOKEN = {"STATUS_DIR": str(shared / "link" / "status")}
+    message = only(run_checks(), "looptoken.W004")
+    assert f"{shared} is writable by other users" in message.msg
+
+
+def test_w004_status_socket_refuses_an_unsafe_path(
+    settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runtime refuses the same path: the loop runs, its status socket is off."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (tmp_path / "real").mkdir(mode=0o700)
+    (shared / "link").symlink_to(tmp_path / "real")
+    settings.LOOPTOKEN = {"AUTOSTART": False, "STATUS_DIR": str(shared / "link" / "status")}
+    with caplog.at_level(logging.ERROR, logger="django_looptoken"), looptoken.start_loop():
+        assert looptoken.await_(asyncio.sleep(0, result=1)) == 1
+    assert not (tmp_path / "real" / "status").exists()
+    assert any("writable by other users" in r.getMessage() for r in caplog.records)
+
+
+def test_status_dir_is_made_0700_under_umask_277(settings: Any, tmp_path: Path) -> None:
+    """A strict umask does not leave the created directory 0500 and then refused."""
+    directory = tmp_path / "a" / "status"
+    settings.LOOPTOKEN = {"AUTOSTART": False, "STATUS_DIR": str(directory)}
+    previous = os.umask(0o277)
+    try:
+        with looptoken.start_loop():
+            socket_path = directory / f"{os.getpid()}.sock"
+            assert socket_path.exists()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+# -- the middleware -----------------------------------------------------------------
+
+MIDDLEWARE = "django_looptoken.middleware.LoopTokenMiddleware"
+
+
+def middleware_checks() -> list[CheckMessage]:
+    return list(check_middleware(None))
+
+
+def test_e010_middleware_without_the_app(settings: Any) -> None:
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_looptoken"]
+    settings.MIDDLEWARE = [MIDDLEWARE]
+    message = only(middleware_checks(), "looptoken.E010")
+    assert isinstance(message, Error)
+    assert "INSTALLED_APPS" in str(message.hint)
+
+
+def test_w005_middleware_listed_twice(settings: Any) -> None:
+    settings.MIDDLEWARE = [MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware", MIDDLEWARE]
+    message = only(middleware_checks(), "looptoken.W005")
+    assert "2 times" in message.msg
+
+
+@pytest.mark.parametrize(
+    "above",
+    [
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.locale.LocaleMiddleware",
+        "django.middleware.http.ConditionalGetMiddleware",
+        "tests.test_checks.MyCommonMiddleware",
+    ],
+)
+def test_w006_middleware_that_replaces_responses_above_it(settings: Any, above: str) -> None:
+    settings.MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", above, MIDDLEWARE]
+    message = only(middleware_checks(), "looptoken.W006")
+    assert above in message.msg
+    settings.MIDDLEWARE = [MIDDLEWARE, "django.middleware.security.SecurityMiddleware", above]
+    assert middleware_checks() == []
+
+
+class MyCommonMiddleware(CommonMiddleware):
+    """A project's own CommonMiddleware: it replaces responses just the same."""
+
+
+def test_w006_is_real_common_middleware_above_leaves_the_token_held(settings: Any) -> None:
+    """What W006 warns of: CommonMiddleware above turns the 404 that carries
+    the token's release into a redirect, and nobody closes the 404."""
+    settings.MIDDLEWARE = ["django.middleware.common.CommonMiddleware", MIDDLEWARE]
+    settings.APPEND_SLASH = True
+    try:
+        response = Client().get("/tokens")
+        response.close()
+        assert response.status_code == 301
+        assert looptoken.status()["tokens"] == 1  # the 404's token, never released
+    finally:
+        runtime().shutdown(timeout=1)
+    settings.MIDDLEWARE = [MIDDLEWARE, "django.middleware.common.CommonMiddleware"]
+    response = Client().get("/tokens")
+    response.close()
+    assert response.status_code == 301
+    assert looptoken.status()["state"] == "stopped"
 
 
 # -- registration and the runtime ---------------------------------------------
@@ -290,3 +491,43 @@ def test_start_loop_refuses_invalid_settings_after_get_loop(settings: Any) -> No
         if token is not None:
             token.release()
     assert runtime().state is State.STOPPED
+
+
+def test_invalid_settings_serve_pages_that_do_not_use_the_loop(settings: Any) -> None:
+    """The middleware takes no token and routes nothing while the settings are
+    invalid; a view that uses the loop gets ImproperlyConfigured naming the fix."""
+    settings.LOOPTOKEN = {"AUTOSTART": False, "SHUTDOWN_TIMOUT": 5}
+    response = Client().get("/tokens/")
+    assert response.status_code == 200
+    assert response.json() == {"held": False, "tokens": 0}
+    assert runtime().state is State.STOPPED
+    with pytest.raises(ImproperlyConfigured, match="Did you mean 'SHUTDOWN_TIMEOUT'"):
+        Client().get("/async-function/")
+    with pytest.raises(ImproperlyConfigured, match=r"looptoken\.E002"):
+        looptoken.spawn(asyncio.sleep(0))
+    assert runtime().state is State.STOPPED
+
+
+def test_invalid_values_read_as_defaults(settings: Any) -> None:
+    """Reading a key never raises (nothing fails at import or at exit): an
+    invalid value reads as its default, while the check keeps the loop off."""
+    settings.LOOPTOKEN = {
+        "AUTOSTART": False,
+        "SHUTDOWN_TIMEOUT": "x",
+        "DEFAULT_TIMEOUT": float("nan"),
+        "WATCHDOG_SECONDS": "5",
+        "EXECUTOR_MAX_WORKERS": 0,
+        "STATUS_DIR": "",
+        "BACKEND": 3,
+    }
+    conf = looptoken_settings
+    assert conf.SHUTDOWN_TIMEOUT == 30.0
+    assert conf.DEFAULT_TIMEOUT is None
+    assert conf.WATCHDOG_SECONDS == 5.0
+    assert conf.EXECUTOR_MAX_WORKERS is None
+    assert conf.STATUS_DIR is None
+    assert conf.BACKEND == "auto"
+    looptoken.shutdown()  # reads SHUTDOWN_TIMEOUT, as the exit hook does
+    settings.LOOPTOKEN = {"SHUTDOWN_TIMEOUT": None}
+    assert looptoken_settings.SHUTDOWN_TIMEOUT == 30.0
+    assert [p.id for p in looptoken_settings.problems()] == ["looptoken.E006"]

@@ -24,14 +24,15 @@ INSTALLED_APPS = [
     "dashboard",
 ]
 MIDDLEWARE = [
+    # A token per request, so stopping a worker drains the requests in flight;
+    # first, so the token covers every middleware and the response they return.
+    "django_looptoken.middleware.LoopTokenMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    # A token per request, so stopping a worker drains the requests in flight.
-    "django_looptoken.middleware.LoopTokenMiddleware",
 ]
 ROOT_URLCONF = "example.urls"
 WSGI_APPLICATION = "example.wsgi.application"

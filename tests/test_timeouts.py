@@ -1,0 +1,80 @@
+"""One timeout check for every API that takes one: same error types, same message."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import django_looptoken as looptoken
+from django_looptoken._runtime import State, runtime
+
+
+def _await(timeout: object) -> None:
+    looptoken.await_(asyncio.sleep(0), timeout=timeout)  # type: ignore[arg-type]
+
+
+def _await_multiple(timeout: object) -> None:
+    looptoken.await_multiple([asyncio.sleep(0)], timeout=timeout)  # type: ignore[arg-type]
+
+
+def _runs_async(timeout: object) -> None:
+    looptoken.runs_async(timeout=timeout)  # type: ignore[arg-type]
+
+
+def _shutdown(timeout: object) -> None:
+    looptoken.shutdown(timeout=timeout)  # type: ignore[arg-type]
+
+
+CALLS: dict[str, Callable[[object], None]] = {
+    "await_": _await,
+    "await_multiple": _await_multiple,
+    "runs_async": _runs_async,
+    "shutdown": _shutdown,
+}
+
+
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, -math.inf, -1, -0.5])
+def test_bad_numbers_are_value_errors(backend: str, name: str, timeout: float) -> None:
+    """NaN and infinities were taken as no timeout, or one at a random moment."""
+    with pytest.raises(ValueError, match="finite number of seconds") as excinfo:
+        CALLS[name](timeout)
+    bound = ">= 0" if name == "shutdown" else "> 0"
+    assert str(excinfo.value) == (
+        f"{name}() timeout must be None or a finite number of seconds {bound}, not {timeout!r}."
+    )
+    assert runtime().state is State.STOPPED
+
+
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize("timeout", ["1", True, [1], 1j])
+def test_non_numbers_are_type_errors(backend: str, name: str, timeout: Any) -> None:
+    with pytest.raises(TypeError, match="finite number of seconds") as excinfo:
+        CALLS[name](timeout)
+    bound = ">= 0" if name == "shutdown" else "> 0"
+    assert str(excinfo.value) == (
+        f"{name}() timeout must be None or a finite number of seconds {bound}, not {timeout!r}."
+    )
+
+
+@pytest.mark.parametrize("name", ["await_", "await_multiple", "runs_async"])
+def test_zero_is_refused_where_it_would_cancel_at_once(backend: str, name: str) -> None:
+    with pytest.raises(ValueError, match=r"> 0, not 0\."):
+        CALLS[name](0)
+
+
+def test_shutdown_takes_zero(backend: str) -> None:
+    """shutdown(timeout=0) cuts everything at once, as documented."""
+    token = looptoken.start_loop()
+    looptoken.shutdown(timeout=0)
+    assert runtime().state is State.STOPPED
+    token.release()  # a no-op now: its loop is gone
+
+
+def test_valid_timeouts_pass(backend: str) -> None:
+    assert looptoken.await_(asyncio.sleep(0, result=1), timeout=1) == 1
+    assert looptoken.await_multiple([asyncio.sleep(0, result=2)], timeout=0.5) == [(True, 2)]
