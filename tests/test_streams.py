@@ -88,14 +88,15 @@ def test_iterate_fetches_nothing_ahead_of_the_caller(upstream: Upstream) -> None
 
 
 def test_closing_early_closes_the_async_generator_on_the_loop(upstream: Upstream) -> None:
-    with looptoken.iterate(upstream.items()) as items:
-        for item in items:
-            if item == 3:
-                break
-        assert not upstream.finally_ran.is_set()  # a break alone leaves it open
-    assert upstream.ended_by == "closed"
-    assert upstream.finally_thread == "looptoken-loop"
-    assert runtime().state is State.STOPPED
+    with looptoken.start_loop():  # so that only the close can close it, not a shutdown
+        with looptoken.iterate(upstream.items()) as items:
+            for item in items:
+                if item == 3:
+                    break
+            assert not upstream.finally_ran.is_set()  # a break alone leaves it open
+        assert upstream.ended_by == "closed"
+        assert upstream.finally_thread == "looptoken-loop"
+        assert _tokens() == 1  # the stream's token went with it
 
 
 def test_an_exception_in_the_caller_closes_the_stream(upstream: Upstream) -> None:
@@ -105,10 +106,11 @@ def test_an_exception_in_the_caller_closes_the_stream(upstream: Upstream) -> Non
                 if item == 2:
                     raise KeyError(item)
 
-    with pytest.raises(KeyError):
-        consume()
-    assert upstream.ended_by == "closed"
-    assert runtime().state is State.STOPPED
+    with looptoken.start_loop():
+        with pytest.raises(KeyError):
+            consume()
+        assert upstream.ended_by == "closed"
+        assert _tokens() == 1
 
 
 def test_a_stream_dropped_unclosed_is_closed_on_the_loop(upstream: Upstream) -> None:
@@ -195,9 +197,24 @@ class Rows:
 
 def test_iterate_takes_async_iterables_and_closes_them_with_aclose() -> None:
     rows = Rows()
-    with looptoken.iterate(rows) as items:
-        assert next(items) == 1
-    assert rows.closed.is_set()
+    with looptoken.start_loop():
+        with looptoken.iterate(rows) as items:
+            assert next(items) == 1
+        assert rows.closed.is_set()
+
+
+def test_an_async_iterator_that_raises_is_closed_with_aclose() -> None:
+    class FailingRows(Rows):
+        async def __anext__(self) -> int:
+            raise ConnectionResetError("cursor lost")
+
+    rows = FailingRows()
+    with looptoken.start_loop():
+        items = looptoken.iterate(rows)
+        with pytest.raises(ConnectionResetError):
+            next(items)
+        assert rows.closed.is_set()  # at once, not when the iterator is dropped
+        assert _tokens() == 1
 
 
 def test_a_stream_open_at_shutdown_is_closed_by_the_sequence(upstream: Upstream) -> None:
@@ -353,11 +370,14 @@ def test_enter_refuses_what_is_not_an_async_context_manager() -> None:
 
 
 def _stream_view(upstream: Upstream, count: int | None = None) -> Any:
+    async def events() -> AsyncIterator[str]:
+        # aclosing: an async for alone would leave the inner generator to the collector.
+        async with contextlib.aclosing(upstream.items(count)) as items:
+            async for item in items:
+                yield f"event {item}\n"
+
     def view(request: HttpRequest) -> StreamingHttpResponse:
-        return StreamingHttpResponse(
-            (f"event {item}\n" async for item in upstream.items(count)),
-            content_type="text/event-stream",
-        )
+        return StreamingHttpResponse(events(), content_type="text/event-stream")
 
     return view
 
