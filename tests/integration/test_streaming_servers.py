@@ -8,6 +8,7 @@ RSS flat.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -177,3 +178,22 @@ def test_a_1_gb_stream_keeps_a_gthread_workers_rss_flat(launcher: Launcher) -> N
     print(f"worker RSS {before / 1024:.0f} MiB, at most +{growth_mib:.1f} MiB over 1 GiB")
     assert len(samples) > 5  # sampled during the stream, not only at its end
     assert growth_mib < 32, f"the worker grew by {growth_mib:.0f} MiB"
+
+
+def test_a_stream_open_at_shutdown_is_closed_by_the_loops_shutdown(launcher: Launcher) -> None:
+    # waitress stops on SIGTERM at once; the exit hook's drain then waits
+    # SHUTDOWN_TIMEOUT (5 s here) for the stream's tokens and closes it.
+    server = _start(launcher, "waitress")
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as client,
+        client.stream("GET", f"stream/ticks/{_key()}/?delay=0.2") as response,
+    ):
+        lines = response.iter_lines()
+        assert next(lines) == "tick 1"
+        server.process.send_signal(signal.SIGTERM)
+        with pytest.raises(httpx.RemoteProtocolError):
+            list(lines)  # cut, not ended: the client can tell
+    assert server.process.wait(60) == 0  # the launcher kills it, should it hang
+    stderr = server.stderr()
+    assert "The async stream of GET /stream/ticks/" in stderr
+    assert "LoopStoppedError: The shared loop was shut down while this call waited." in stderr
