@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
-from django.test import RequestFactory
+from django.test import AsyncRequestFactory, RequestFactory
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
@@ -444,6 +444,15 @@ def test_sync_streams_and_plain_responses_are_left_alone() -> None:
         assert not response.is_async  # type: ignore[attr-defined]
         assert list(response) == [b"a", b"b"]
         response.close()
+
+
+def test_under_asgi_the_middleware_leaves_async_streams_alone(upstream: Upstream) -> None:
+    request = AsyncRequestFactory().get("/sse/")  # an ASGIRequest: the server streams it
+    with looptoken.start_loop():
+        response = LoopTokenMiddleware(_stream_view(upstream, 3))(request)
+        assert response.is_async  # type: ignore[attr-defined]
+        response.close()
+    assert upstream.produced == 0
 
 
 def test_without_the_middleware_django_still_collects_the_stream(upstream: Upstream) -> None:
