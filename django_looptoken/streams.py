@@ -9,9 +9,11 @@ work as they do there, and nothing is fetched ahead of the caller.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
+import threading
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -59,7 +61,7 @@ class SyncIterator(Iterator[_T]):
         if self._token is None:
             _check_thread("iterate")
             self._token = start_loop()
-            _open.add(self)
+            _track(self, True)
         try:
             item: _T = Call(self._token._run, _fetch(self._source), self._timeout).wait()
         except BaseException:
@@ -97,7 +99,7 @@ class SyncIterator(Iterator[_T]):
 
     def _finish(self) -> None:
         self._closed = True
-        _open.discard(self)
+        _track(self, False)
         if self._token is not None:
             self._token.release()
 
@@ -283,16 +285,32 @@ def _close_in_background(source: AsyncIterator[Any], token: LoopToken) -> None:
         finally:
             token.release()
 
-    token.loop.create_task(close_then_release())
+    task = token.loop.create_task(close_then_release())
+    _closing.add(task)  # the loop keeps only a weak reference to its tasks
+    task.add_done_callback(_closing.discard)
 
 
-# Streams being iterated: the shutdown sequence closes those still open, so
-# no upstream connection is left to the garbage collector.
+_closing: set[asyncio.Task[None]] = set()
+
+# Streams being iterated, so that the shutdown sequence can close those still
+# open and leave no upstream connection to the garbage collector. Request
+# threads add and discard while the loop thread may be taking a snapshot.
 _open: weakref.WeakSet[SyncIterator[Any]] = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+def _track(stream: SyncIterator[Any], is_open: bool) -> None:
+    with _open_lock:
+        if is_open:
+            _open.add(stream)
+        else:
+            _open.discard(stream)
 
 
 async def _close_open_streams(run: LoopRun) -> None:
-    for stream in list(_open):
+    with _open_lock:
+        streams = list(_open)
+    for stream in streams:
         token = stream._token
         if token is None or token._run is not run or stream._closed:
             continue
