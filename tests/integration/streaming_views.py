@@ -105,7 +105,8 @@ async def big(request: HttpRequest, mib: int) -> StreamingHttpResponse:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(mib * 1024 * 1024 // CHUNK):
             await asyncio.sleep(0)
-            yield bytes(CHUNK)
+            # Written, not bytes(CHUNK): zeros from calloc would never become resident.
+            yield b"x" * CHUNK
 
     return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
 
