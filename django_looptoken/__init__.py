@@ -7,6 +7,8 @@ Layout (every public name is re-exported here):
 * ``bridge``: running coroutines from sync code: ``await_``,
   ``await_multiple``, ``spawn``, ``shutdown_waits_for``.
 * ``resources``: ``loop_resource`` and ``LoopResource``, per-loop objects.
+* ``streams``: ``iterate`` and ``enter``, async iterators and async context
+  managers consumed from sync code.
 * ``decorators``: ``runs_async``; ``middleware``: ``LoopTokenMiddleware``.
 * ``exceptions``: ``LoopStoppedError``.
 * ``status()`` (from ``_status``): a snapshot of this process's loop; the
@@ -22,6 +24,7 @@ from django_looptoken.bridge import await_, await_multiple, shutdown_waits_for, 
 from django_looptoken.decorators import runs_async
 from django_looptoken.exceptions import LoopStoppedError
 from django_looptoken.resources import LoopResource, loop_resource
+from django_looptoken.streams import enter, iterate
 from django_looptoken.tokens import LoopToken, get_loop, release_loop, shutdown, start_loop
 
 __all__ = [
@@ -30,7 +33,9 @@ __all__ = [
     "LoopToken",
     "await_",
     "await_multiple",
+    "enter",
     "get_loop",
+    "iterate",
     "loop_resource",
     "release_loop",
     "runs_async",

@@ -3,7 +3,9 @@
 Shutdown drains tokens, so a request that holds one finishes on a running
 loop. The token is released when the WSGI server closes the response: for a
 ``StreamingHttpResponse`` that is after the stream is exhausted or closed,
-not when the view returns.
+not when the view returns. Under WSGI, a ``StreamingHttpResponse`` over an
+async iterator is sent chunk by chunk through ``iterate()`` instead of
+being collected whole first (``_streaming_response``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_looptoken._async_views import follow_shared_loop
+from django_looptoken._streaming_response import is_async_stream, stream_chunk_by_chunk
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.tokens import start_loop
 
@@ -59,6 +62,8 @@ class LoopTokenMiddleware:
         except BaseException:
             token.release()
             raise
+        if response.streaming and is_async_stream(response) and isinstance(request, WSGIRequest):
+            stream_chunk_by_chunk(response, request)  # type: ignore[arg-type]
         # Django calls each of these from response.close(), which the WSGI
         # server (and the test client) calls once the body has been sent.
         response._resource_closers.append(token.release)  # type: ignore[attr-defined]

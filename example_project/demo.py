@@ -176,6 +176,7 @@ def banner(port: int, upstream_port: int) -> str:
     The same, one after another:   {site}/sequential/
     Activity (async ORM, audit):   {site}/activity/
     A plain async def view:        {site}/async/
+    Server-sent events, streamed:  {site}/stream/
     Loop status (staff only):      {site}/looptoken/
     Admin:                         {site}/admin/
 

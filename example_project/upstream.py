@@ -13,6 +13,8 @@ route          delay    answer
 ``/news``      0.4 s    three headlines
 ``/stocks``    0.5 s    three share prices
 ``/traffic``   0.2 s    incidents on the roads around town
+``/ticker``    0.5 s    a streamed share price, one JSON line every
+                        0.5 s (``?count=N`` lines, 20 by default)
 =============  =======  ==============================================
 
 Every answer also carries ``served``: the requests this server has answered
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -92,6 +95,28 @@ ROUTES: dict[str, tuple[float, Callable[[random.Random], dict[str, Any]]]] = {
 }
 
 
+TICK_S = 0.5
+
+
+def ticker(served: Served, rng: random.Random) -> Any:
+    """``/ticker``: ACME's price, one JSON line every ``TICK_S`` seconds, streamed."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        served.requests += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        price = SHARES["ACME"]
+        for number in range(1, int(request.query.get("count", "20")) + 1):
+            await asyncio.sleep(TICK_S)
+            price = round(price * (1 + rng.uniform(-0.01, 0.01)), 2)
+            line = {"tick": number, "symbol": "ACME", "price": price, "pid": os.getpid()}
+            await response.write(json.dumps(line).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    return handle
+
+
 def make_app(served: Served) -> web.Application:
     """The application: one handler per route of ``ROUTES``."""
     rng = random.Random()
@@ -108,6 +133,7 @@ def make_app(served: Served) -> web.Application:
 
     for path, (delay, data) in ROUTES.items():
         app.router.add_get(path, answer(delay, data))
+    app.router.add_get("/ticker", ticker(served, rng))
     return app
 
 

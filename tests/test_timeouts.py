@@ -25,6 +25,26 @@ def _runs_async(timeout: object) -> None:
     looptoken.runs_async(timeout=timeout)  # type: ignore[arg-type]
 
 
+async def _numbers() -> Any:
+    yield 1
+
+
+class _Scope:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+def _iterate(timeout: object) -> None:
+    looptoken.iterate(_numbers(), timeout=timeout)  # type: ignore[arg-type]
+
+
+def _enter(timeout: object) -> None:
+    looptoken.enter(_Scope(), timeout=timeout)  # type: ignore[arg-type]
+
+
 def _shutdown(timeout: object) -> None:
     looptoken.shutdown(timeout=timeout)  # type: ignore[arg-type]
 
@@ -33,6 +53,8 @@ CALLS: dict[str, Callable[[object], None]] = {
     "await_": _await,
     "await_multiple": _await_multiple,
     "runs_async": _runs_async,
+    "iterate": _iterate,
+    "enter": _enter,
     "shutdown": _shutdown,
 }
 
@@ -61,7 +83,7 @@ def test_non_numbers_are_type_errors(backend: str, name: str, timeout: Any) -> N
     )
 
 
-@pytest.mark.parametrize("name", ["await_", "await_multiple", "runs_async"])
+@pytest.mark.parametrize("name", ["await_", "await_multiple", "runs_async", "iterate", "enter"])
 def test_zero_is_refused_where_it_would_cancel_at_once(backend: str, name: str) -> None:
     with pytest.raises(ValueError, match=r"> 0, not 0\."):
         CALLS[name](0)

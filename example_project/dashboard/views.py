@@ -6,6 +6,9 @@
   ``acount``, ``aaggregate``).
 * ``async_view``: a plain ``async def`` view, which ``ASYNC_VIEWS`` runs on
   the shared loop.
+* ``stream`` and ``ticker_events``: server-sent events relayed from the
+  upstream's streamed ticker, each sent the moment it arrives (the app's
+  middleware streams async responses chunk by chunk under WSGI).
 
 Both dashboard pages write an audit row after the response, in a background
 task the shutdown sequence waits for: ``spawn(shutdown_waits_for(...))``.
@@ -19,15 +22,17 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 from django.db.models import Avg
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
 
 import django_looptoken as looptoken
 from dashboard.models import AuditEntry, Panel
-from dashboard.upstreams import PoolInfo, Reading, pool_info, read
+from dashboard.upstreams import PoolInfo, Reading, pool_info, read, upstream
 
 # The waterfall's full width, in seconds: the same scale on both pages, so
 # their bars compare at a glance (a slower page widens its own scale).
@@ -134,3 +139,52 @@ async def async_view(request: HttpRequest) -> TemplateResponse:
         "status": looptoken.status(),
     }
     return TemplateResponse(request, "dashboard/async_view.html", context)
+
+
+def stream(request: HttpRequest) -> TemplateResponse:
+    """The page whose script shows the ticker's events as they arrive."""
+    count = request.GET.get("count", "20")  # how many ticks to ask the upstream for
+    return TemplateResponse(request, "dashboard/stream.html", {"pid": os.getpid(), "count": count})
+
+
+async def ticker_events(request: HttpRequest) -> StreamingHttpResponse:
+    """The upstream's streamed ``/ticker``, relayed as server-sent events, line by line.
+
+    The upstream request is opened here, on the shared loop, with the pooled
+    client; the generator relays its lines and closes it when the stream ends
+    or the browser goes away (the server then closes the response, and the
+    generator's ``finally`` runs on the loop).
+    """
+    client = upstream.get()
+    client.requests += 1
+    count = request.GET.get("count", "20")
+    try:
+        source = await client.http.send(
+            client.http.build_request("GET", "/ticker", params={"count": count}), stream=True
+        )
+        source.raise_for_status()
+    except httpx.HTTPError as error:
+        message = f"The upstream ticker is unavailable: {type(error).__name__}."
+        return _events_response(_one_event("failed", message))
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for line in source.aiter_lines():
+                if line:
+                    yield f"event: tick\ndata: {line}\n\n"
+            yield "event: done\ndata: {}\n\n"
+        finally:
+            await source.aclose()  # the pooled connection goes back to the pool
+
+    return _events_response(events())
+
+
+async def _one_event(name: str, data: str) -> AsyncIterator[str]:
+    yield f"event: {name}\ndata: {data}\n\n"
+
+
+def _events_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front (nginx) passes each event on
+    return response

@@ -10,6 +10,8 @@ urlpatterns = [
     path("sequential/", views.sequential, name="sequential"),
     path("activity/", views.activity, name="activity"),
     path("async/", views.async_view, name="async-view"),
+    path("stream/", views.stream, name="stream"),
+    path("stream/events/", views.ticker_events, name="ticker-events"),
     # The staff-only loop status page of django_looptoken.
     path("looptoken/", include("django_looptoken.urls")),
     path("admin/", admin.site.urls),

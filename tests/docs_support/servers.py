@@ -45,11 +45,22 @@ async def _slow(request: web.Request) -> web.Response:
     return web.json_response({"slow": True})
 
 
+async def _lines(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await response.prepare(request)
+    for number in range(1, int(request.query.get("count", "3")) + 1):
+        await asyncio.sleep(float(request.query.get("delay", "0.01")))
+        await response.write(f"line {number}\n".encode())
+    await response.write_eof()
+    return response
+
+
 @contextmanager
 def upstream() -> Iterator[str]:
     """An aiohttp server in its own thread and loop; yields its base URL.
 
-    ``/weather`` and ``/news`` answer JSON at once, ``/slow?seconds=S`` after S seconds.
+    ``/weather`` and ``/news`` answer JSON at once, ``/slow?seconds=S`` after S seconds,
+    ``/lines?count=N&delay=S`` streams ``line 1`` to ``line N``, one every S seconds.
     """
     ready: concurrent.futures.Future[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]]
     ready = concurrent.futures.Future()
@@ -59,6 +70,7 @@ def upstream() -> Iterator[str]:
         app.router.add_get("/weather", _weather)
         app.router.add_get("/news", _news)
         app.router.add_get("/slow", _slow)
+        app.router.add_get("/lines", _lines)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
