@@ -154,12 +154,21 @@ def test_awaits_count_async_views_served_on_the_shared_loop(
 
 
 def test_a_process_that_forks_is_a_master_and_its_children_workers() -> None:
-    def child() -> dict[str, str]:
-        before = looptoken.status()["role"]
-        grandchild = in_child(lambda: looptoken.status()["role"])
-        return {"before": before, "grandchild": grandchild, "after": looptoken.status()["role"]}
+    def role() -> str:
+        return str(looptoken.status()["role"])
 
-    assert in_child(child) == {"before": "worker", "grandchild": "worker", "after": "master"}
+    def child() -> dict[str, str]:
+        before = role()
+        first = in_child(role)
+        second = in_child(role)  # forked by a process that has forked before
+        return {"before": before, "first": first, "second": second, "after": role()}
+
+    assert in_child(child) == {
+        "before": "worker",
+        "first": "worker",
+        "second": "worker",
+        "after": "master",
+    }
 
 
 def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None:
