@@ -109,6 +109,7 @@ def _per_call_us(target_s: float) -> float:
 def child_await(backend: str, rounds: int, target_s: float, status_dir: str) -> dict[str, Any]:
     """await_ with and without the monitor, interleaved; then status round trips."""
     import django_looptoken as looptoken
+    from django_looptoken._status import project
     from django_looptoken._status_socket import ask, collect, socket_path
 
     figures: dict[bool, list[float]] = {True: [], False: []}
@@ -123,7 +124,7 @@ def child_await(backend: str, rounds: int, target_s: float, status_dir: str) -> 
     _monitor(True)
     ask_ms, collect_ms = [], []
     with looptoken.start_loop():
-        path = socket_path(status_dir, os.getpid())
+        path = socket_path(status_dir, os.getpid(), project())
         for _ in range(50):
             ask(path)
         for _ in range(500 if target_s > 0.03 else 100):

@@ -29,13 +29,14 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import django
+from asgiref.sync import AsyncToSync
 from django.conf import settings
 
-from django_looptoken import _loop_run, _shutdown
+from django_looptoken import _loop_run, _process_role, _shutdown
 from django_looptoken._backends import resolve_loop_factory, uvloop_available
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import STOPPING, runtime
-from django_looptoken._status_socket import Listing, StatusDirError, StatusServer, status_dir
+from django_looptoken._status_socket import StatusDirError, StatusServer, status_dir
 from django_looptoken._watchdog import Watcher
 from django_looptoken.conf import looptoken_settings
 
@@ -52,6 +53,9 @@ MAX_INTERVAL = 0.5
 # (views, await_, spawn) all run in tasks, and the first task brings the
 # fast interval back at once (the monitor's task factory wakes the probe).
 IDLE_INTERVAL = 1.0
+# The coroutine asgiref's async_to_sync runs on the loop it was pointed at
+# (the shared loop, for ASYNC_VIEWS): one per call, counted with the await_ calls.
+_ASYNC_TO_SYNC_CODE = getattr(getattr(AsyncToSync, "main_wrap", None), "__code__", None)
 
 
 def probe_interval(slow_callback_duration: float) -> float:
@@ -154,7 +158,9 @@ class Monitor:
             alive=lambda: not run.finished,
         )
         self.probe.on_wake = self.watcher.look_again
-        self.server = StatusServer(run.loop, lambda: snapshot(run), status_dir(conf.STATUS_DIR))
+        self.server = StatusServer(
+            run.loop, lambda: snapshot(run), status_dir(conf.STATUS_DIR), project()
+        )
         # A task factory the loop already had (a BACKEND factory may set one):
         # new tasks still go through it, the monitor only looks at them first.
         self._task_factory: Callable[..., asyncio.Task[Any]] | None = None
@@ -181,6 +187,11 @@ class Monitor:
     ) -> asyncio.Task[Any]:
         # Every task on the loop starts here, asgiref's for ASYNC_VIEWS too.
         self.probe.wake()
+        if (
+            _ASYNC_TO_SYNC_CODE is not None
+            and getattr(coro, "cr_code", None) is _ASYNC_TO_SYNC_CODE
+        ):
+            self.run.await_calls += 1  # a caller blocked in async_to_sync, as in await_
         if self._task_factory is not None:
             return self._task_factory(loop, coro, **kwargs)
         return asyncio.Task(coro, loop=loop, **kwargs)
@@ -259,6 +270,7 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
     """The status of ``run`` (None: no loop), as documented for ``status()``."""
     about_process = {
         "pid": os.getpid(),
+        "role": _process_role.role(),
         "project": project(),
         "python": platform.python_version(),
         "django": django.get_version(),
@@ -300,7 +312,8 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
 def status() -> dict[str, Any]:
     """A JSON-serialisable snapshot of this process's shared loop.
 
-    Keys: ``pid``, ``backend``, ``state`` (``running``/``stopping``/``stopped``),
+    Keys: ``pid``, ``role`` (``master``: forked the server's workers;
+    ``worker``), ``backend``, ``state`` (``running``/``stopping``/``stopped``),
     ``uptime_s``, ``tokens``, ``tasks``, ``await_calls``, ``await_errors``,
     ``await_timeouts``, ``lag_ms`` (``p50``/``p99``/``max`` over the last
     minute), ``slow_callbacks``, ``project``, ``python``, ``django``. Callable
@@ -328,78 +341,3 @@ def would_start() -> dict[str, Any]:
         "status_dir": status_dir(looptoken_settings.STATUS_DIR),
         "errors": errors,
     }
-
-
-# -- what loopstatus and the page show ------------------------------------------------
-
-
-def listing_report(
-    listing: Listing, processes: list[dict[str, Any]], this_project: str | None
-) -> dict[str, Any]:
-    """The JSON both ``loopstatus --json`` and ``?format=json`` answer."""
-    return {
-        "status_dir": listing.directory,
-        "project": this_project,
-        "processes": processes,
-        "silent": [{"pid": pid, "problem": why} for pid, why in listing.silent],
-        "notes": listing.notes,
-    }
-
-
-COLUMNS = (
-    "PID",
-    "STATE",
-    "BACKEND",
-    "UPTIME",
-    "TOKENS",
-    "TASKS",
-    "AWAITS",
-    "ERRORS",
-    "TIMEOUTS",
-    "LAG P50/P99/MAX MS",
-    "SLOW",
-    "PROJECT",
-)
-
-
-def table_row(status: dict[str, Any]) -> list[str]:
-    """One process's status as the table's cells (in ``COLUMNS`` order)."""
-    lag = status.get("lag_ms") or {}
-    lags = "/".join(
-        "-" if lag.get(key) is None else f"{lag[key]:.1f}" for key in ("p50", "p99", "max")
-    )
-    return [
-        str(status.get("pid", "?")),
-        str(status.get("state", "?")),
-        str(status.get("backend") or "-"),
-        _duration(status.get("uptime_s")),
-        str(status.get("tokens", "?")),
-        str(status.get("tasks", "?")),
-        str(status.get("await_calls", "?")),
-        str(status.get("await_errors", "?")),
-        str(status.get("await_timeouts", "?")),
-        lags,
-        str(status.get("slow_callbacks", "?")),
-        str(status.get("project") or "-"),
-    ]
-
-
-def silent_row(pid: int, why: str) -> list[str]:
-    """A table row for a live process that did not answer."""
-    return [str(pid), "no answer", why, *["-"] * (len(COLUMNS) - 3)]
-
-
-def _duration(seconds: object) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "-"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"

@@ -1,7 +1,7 @@
 """Status sockets: one Unix socket per process with a running loop, and the client.
 
 Wire protocol (JSON lines, never pickle): the client connects to
-``<STATUS_DIR>/<pid>.sock`` and sends one line, ``{"op": "status"}``; the
+``<STATUS_DIR>/<pid>.<project tag>.sock`` and sends one line, ``{"op": "status"}``; the
 server answers one line, the process's ``status()`` as a JSON object, or
 ``{"error": "..."}`` for anything else, and closes the connection. A request
 line may be at most ``REQUEST_LIMIT`` bytes and must arrive within
@@ -13,23 +13,30 @@ directory must be a real directory owned by this user with mode ``0700``,
 the socket is ``0600`` and appears under its final name only once it
 listens, so a client never mistakes a starting server for a stale one.
 
+The project tag (``project_tag()``) is a short hash of the process's
+settings module: the client tells the sockets of other projects sharing the
+directory from the name alone, without asking them, so a silent process of
+another project is never shown.
+
 The client (``collect()``) is what ``manage.py loopstatus`` and the status
-page use: it asks every socket in the directory at once, refuses sockets of
-other users, and removes the sockets of dead processes.
+page use: it asks every socket it wants at once, all of them within one time
+limit, refuses sockets of other users, and removes the sockets of dead
+processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import errno
 import grp
+import hashlib
 import json
 import logging
 import os
 import pwd
 import re
+import selectors
 import socket
 import stat
 import tempfile
@@ -46,9 +53,14 @@ MAX_CONNECTIONS = 32
 BACKLOG = 64
 # The client's bound on one answer (a status line is well under 1 KiB).
 ANSWER_LIMIT = 64 * 1024
+# How long the client waits for every answer, all asked together.
 CLIENT_SECONDS = 2.0
+# While a socket's backlog is full, its connect is tried again this often.
+RETRY_CONNECT_SECONDS = 0.02
+_REQUEST = b'{"op": "status"}\n'
 
-_NAME = re.compile(r"^(\d+)\.sock(\.new)?$")
+# <pid>.<tag>.sock; a name without a tag is a socket of an older version.
+_NAME = re.compile(r"^(\d+)(?:\.([0-9a-f]{12}))?\.sock(\.new)?$")
 
 Answer = Callable[[], dict[str, Any]]
 _T = TypeVar("_T")
@@ -192,9 +204,14 @@ def make_dir(path: str) -> None:
     check_dir(path)
 
 
-def socket_path(directory: str, pid: int) -> str:
-    """Where process ``pid`` serves its status."""
-    return os.path.join(directory, f"{pid}.sock")
+def project_tag(project: str | None) -> str:
+    """The tag of a project (its settings module, None: none) in socket names."""
+    return hashlib.sha256((project or "").encode()).hexdigest()[:12]
+
+
+def socket_path(directory: str, pid: int, project: str | None) -> str:
+    """Where process ``pid`` of ``project`` serves its status."""
+    return os.path.join(directory, f"{pid}.{project_tag(project)}.sock")
 
 
 # -- the server, on the shared loop ------------------------------------------------
@@ -203,10 +220,16 @@ def socket_path(directory: str, pid: int) -> str:
 class StatusServer:
     """The status socket of one life of the shared loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, answer: Answer, directory: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        answer: Answer,
+        directory: str,
+        project: str | None,
+    ) -> None:
         self.loop = loop
         self.answer = answer
-        self.path = socket_path(directory, os.getpid())
+        self.path = socket_path(directory, os.getpid(), project)
         self.connections: set[_Connection] = set()
         self._directory = directory
         self._server: asyncio.AbstractServer | None = None
@@ -390,14 +413,25 @@ class Listing:
     notes: list[str] = field(default_factory=list)
     # Set when the directory itself is unusable; nothing was asked then.
     error: str | None = None
+    # Live processes of other projects, left out (and not asked) by ``tag``.
+    others: int = 0
 
 
-def collect(directory: str, *, exclude_pid: int | None = None) -> Listing:
-    """Ask every status socket in ``directory`` for its status, in parallel.
+def collect(
+    directory: str,
+    *,
+    exclude_pid: int | None = None,
+    tag: str | None = None,
+    timeout: float | None = None,
+) -> Listing:
+    """Ask the status sockets in ``directory`` for their status, all at once.
 
-    Sockets not owned by this user are refused (never connected to); sockets
-    of dead processes, or that refuse connections, are removed. A missing
-    directory means no process has served a status yet.
+    With ``tag`` (``project_tag()``), only the sockets of that project are
+    asked; the others are counted in ``others``. Every answer is awaited
+    within one ``timeout`` (default ``CLIENT_SECONDS``) in all, however many
+    processes stay silent. Sockets not owned by this user are refused (never
+    connected to); sockets of dead processes, or that refuse connections, are
+    removed. A missing directory means no process has served a status yet.
     """
     listing = Listing(directory)
     if not os.path.lexists(directory):
@@ -431,12 +465,13 @@ def collect(directory: str, *, exclude_pid: int | None = None) -> Listing:
             continue
         if not _alive(pid):
             _remove_stale(path, info, f"process {pid} is gone", listing)
-        elif match.group(2) is None:  # a .new socket is not listening yet
+        elif match.group(3) is not None:
+            continue  # a .new socket is not listening yet
+        elif tag is not None and match.group(2) != tag:
+            listing.others += 1
+        else:
             targets.append((pid, path, info))
-    if not targets:
-        return listing
-    with concurrent.futures.ThreadPoolExecutor(min(len(targets), 16)) as pool:
-        answers = list(pool.map(lambda target: _ask_safely(target[1]), targets))
+    answers = ask_all([path for _, path, _ in targets], timeout)
     for (pid, path, info), (status, problem) in zip(targets, answers, strict=True):
         if status is not None:
             listing.processes.append(status)
@@ -455,7 +490,7 @@ def ask(path: str, timeout: float | None = None) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(b'{"op": "status"}\n')
+        sock.sendall(_REQUEST)
         answer = bytearray()
         while b"\n" not in answer:
             remaining = deadline - time.monotonic()
@@ -468,6 +503,10 @@ def ask(path: str, timeout: float | None = None) -> dict[str, Any]:
             answer += chunk
             if len(answer) > ANSWER_LIMIT:
                 raise ValueError(f"answer longer than {ANSWER_LIMIT} bytes")
+    return _parse(answer)
+
+
+def _parse(answer: bytes | bytearray) -> dict[str, Any]:
     message = json.loads(answer[: answer.index(b"\n")])
     if not isinstance(message, dict):
         raise ValueError("the answer is not a JSON object")
@@ -476,21 +515,133 @@ def ask(path: str, timeout: float | None = None) -> dict[str, Any]:
     return message
 
 
-def _ask_safely(path: str) -> tuple[dict[str, Any] | None, str]:
-    try:
-        return ask(path), ""
-    except FileNotFoundError:
-        return None, "gone"
-    except ConnectionRefusedError:
-        return None, "refused"
-    except TimeoutError:
-        return None, f"no answer within {CLIENT_SECONDS:g} s (is its loop blocked?)"
-    except OSError as exc:
-        if exc.errno == errno.ECONNREFUSED:
-            return None, "refused"
-        return None, f"could not ask it: {exc}"
-    except ValueError as exc:
-        return None, f"bad answer: {exc}"
+Outcome = tuple[dict[str, Any] | None, str]
+
+
+class _Query:
+    """One status request of ``ask_all()``, on a non-blocking socket."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock: socket.socket | None = None
+        self.unsent = _REQUEST
+        self.answer = bytearray()
+        self.outcome: Outcome | None = None
+
+    def connect(self) -> bool:
+        """Try to connect; False while the server's backlog is full."""
+        try:
+            if self.sock is None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.setblocking(False)
+            self.sock.connect(self.path)
+        except BlockingIOError:
+            return False  # a Unix socket's connect does not wait: try it again
+        except OSError as exc:
+            self.fail(exc)
+        return True
+
+    def send(self) -> None:
+        assert self.sock is not None
+        try:
+            self.unsent = self.unsent[self.sock.send(self.unsent) :]
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self.fail(exc)
+
+    def receive(self) -> None:
+        assert self.sock is not None
+        try:
+            chunk = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.fail(exc)
+            return
+        if not chunk:
+            self.fail(ConnectionResetError("closed before a complete answer"))
+            return
+        self.answer += chunk
+        try:
+            if b"\n" in self.answer:
+                self.outcome = _parse(self.answer), ""
+            elif len(self.answer) > ANSWER_LIMIT:
+                raise ValueError(f"answer longer than {ANSWER_LIMIT} bytes")
+        except ValueError as exc:  # json's errors are ValueErrors too
+            self.outcome = None, f"bad answer: {exc}"
+
+    def fail(self, exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):
+            self.outcome = None, "gone"
+        elif isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+            self.outcome = None, "refused"
+        else:
+            self.outcome = None, f"could not ask it: {exc}"
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+def ask_all(paths: list[str], timeout: float | None = None) -> list[Outcome]:
+    """Ask every socket in ``paths`` at once; (status, "") or (None, why) each.
+
+    All of them get the same ``timeout`` (default ``CLIENT_SECONDS``) from
+    now: N silent processes cost one time limit, not N. ``why`` is ``"gone"``
+    (no socket), ``"refused"`` (nobody listens) or a sentence.
+    """
+    timeout = CLIENT_SECONDS if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    queries = [_Query(path) for path in paths]
+    waiting_to_connect: list[_Query] = []
+    with selectors.DefaultSelector() as selector:
+        try:
+            for query in queries:
+                if query.connect():
+                    _watch(selector, query)
+                else:
+                    waiting_to_connect.append(query)
+            while selector.get_map() or waiting_to_connect:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if waiting_to_connect:
+                    remaining = min(remaining, RETRY_CONNECT_SECONDS)
+                for key, _ in selector.select(remaining):
+                    query = key.data
+                    if query.unsent:
+                        query.send()
+                    else:
+                        query.receive()
+                    _watch(selector, query)
+                for query in [q for q in waiting_to_connect if q.connect()]:
+                    waiting_to_connect.remove(query)
+                    _watch(selector, query)
+        finally:
+            for query in queries:
+                query.close()
+    return [
+        query.outcome or (None, f"no answer within {timeout:g} s (is its loop blocked?)")
+        for query in queries
+    ]
+
+
+def _watch(selector: selectors.BaseSelector, query: _Query) -> None:
+    """Wait for what ``query`` needs next: to send, to receive, or nothing."""
+    sock = query.sock
+    if sock is None:
+        return  # no socket could be made: the outcome says why
+    registered = sock in selector.get_map()
+    if query.outcome is not None:
+        if registered:
+            selector.unregister(sock)
+        return
+    events = selectors.EVENT_WRITE if query.unsent else selectors.EVENT_READ
+    if registered:
+        selector.modify(sock, events, query)
+    else:
+        selector.register(sock, events, query)
 
 
 def _alive(pid: int) -> bool:

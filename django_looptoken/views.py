@@ -6,31 +6,71 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.apps import apps
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_deny
 
-from django_looptoken._status import (
-    COLUMNS,
-    listing_report,
-    project,
-    silent_row,
-    table_row,
-    would_start,
-)
-from django_looptoken._status_socket import collect, status_dir
-from django_looptoken.conf import looptoken_settings
+from django_looptoken._status import would_start
+from django_looptoken._status_report import StatusReport
 
 REFRESH_SECONDS = 5
 
 View = Callable[..., HttpResponse]
 
+NOT_STAFF = "The loop status page is for staff users only."
+HOW_TO_LOG_IN = (
+    "Log in as a staff user on this site's login page, then open this page again "
+    "(set LOGIN_URL, or route django.contrib.admin, to be sent to a login page from here)."
+)
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """Whether the request asks for the JSON report (``?format=json``)."""
+    return request.GET.get("format") == "json"
+
+
+def login_url() -> str | None:
+    """Where an anonymous user logs in: ``LOGIN_URL`` if the project set it, else
+    the admin's login when the admin is installed and routed, else None."""
+    if settings.is_overridden("LOGIN_URL"):  # type: ignore[misc]
+        return str(settings.LOGIN_URL)
+    if apps.is_installed("django.contrib.admin"):
+        try:
+            return reverse("admin:login")
+        except NoReverseMatch:
+            pass
+    return None
+
+
+FORBIDDEN_PAGE = (
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    "<title>403 Forbidden · Loop status</title></head>\n"
+    '<body><h1>403 Forbidden</h1>\n<p id="reason">{}</p></body></html>\n'
+)
+
+
+def forbidden(request: HttpRequest, message: str) -> HttpResponse:
+    """403 with ``message``: JSON for ``?format=json``, else a one-sentence page.
+
+    Built without the template engine, so a refusal works in any project.
+    """
+    if wants_json(request):
+        return JsonResponse({"error": message}, status=403)
+    return HttpResponseForbidden(format_html(FORBIDDEN_PAGE, message))
+
 
 def staff_only(view: View) -> View:
-    """Anonymous users get the login redirect; logged-in users who are not
-    active staff get 403 (Django's ``staff_member_required`` would send them
-    to the admin login instead)."""
+    """Active staff see the page. Anonymous users are sent to a login page that
+    exists (see ``login_url()``), or get 403 saying how to log in; JSON
+    requests get a JSON 403 instead of a redirect. Logged-in users who are
+    not active staff get 403."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -41,32 +81,35 @@ def staff_only(view: View) -> View:
                 "AuthenticationMiddleware: it is for staff users only."
             )
         if not user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+            url = None if wants_json(request) else login_url()
+            if url is None:
+                return forbidden(request, f"{NOT_STAFF} {HOW_TO_LOG_IN}")
+            return redirect_to_login(request.get_full_path(), url)
         if not (user.is_active and user.is_staff):
-            raise PermissionDenied("The loop status page is for staff users only.")
+            return forbidden(request, f"{NOT_STAFF} You are logged in as {user.get_username()}.")
         return view(request, *args, **kwargs)
 
     return wrapper
 
 
+@xframe_options_deny
+@never_cache
 @staff_only
 def status_page(request: HttpRequest) -> HttpResponse:
-    """The status table (``?format=json`` for JSON) of this project's processes."""
-    listing = collect(status_dir(looptoken_settings.STATUS_DIR))
-    this_project = project()
-    processes = [p for p in listing.processes if p.get("project") == this_project]
-    if request.GET.get("format") == "json":
-        return JsonResponse(
-            {**listing_report(listing, processes, this_project), "error": listing.error}
-        )
-    rows = [table_row(p)[:-1] for p in processes]
-    rows += [silent_row(pid, why)[:-1] for pid, why in listing.silent]
+    """The status table (``?format=json`` for JSON) of this project's processes.
+
+    Every answer, a refusal or a redirect too, says ``X-Frame-Options: DENY``
+    and ``Cache-Control: no-store`` itself, whatever the project's middleware.
+    """
+    report = StatusReport.gather()
+    if wants_json(request):
+        return JsonResponse(report.as_json())
     context = {
-        "columns": COLUMNS[:-1],
-        "rows": rows,
-        "project": this_project,
-        "listing": listing,
+        "columns": report.columns(),
+        "rows": report.rows(),
+        "project": report.project,
+        "listing": report.listing,
         "refresh": REFRESH_SECONDS,
-        "would_start": None if rows else would_start(),
+        "would_start": would_start() if report.empty else None,
     }
     return render(request, "django_looptoken/status.html", context)

@@ -8,6 +8,9 @@ The settings module is ``DJANGO_SETTINGS_MODULE`` (default ``tests.settings``);
 ``LOOPTOKEN_TEST_AUTOSTART`` override its ``LOOPTOKEN`` keys, so a test can
 keep every socket in its own ``tmp_path``.
 
+``silent_processes()`` makes live processes whose status sockets never
+answer; ``socket_of()`` says where a process's socket is.
+
 ``serve`` starts the loop, prints ``ready <pid>`` and then obeys stdin:
 ``hold N`` starts N tasks that wait (answers ``held``), ``release`` lets them
 finish (answers ``released``); end of input shuts the loop down and exits.
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -133,6 +137,49 @@ class Worker:
         finally:
             if self.process.stdout is not None:
                 self.process.stdout.close()
+
+
+def socket_of(status_dir: Path | str, pid: int, project: str | None = None) -> Path:
+    """Where process ``pid`` of ``project`` (default: this process's settings
+    module) serves its status in ``status_dir``."""
+    from django_looptoken._status_socket import socket_path
+
+    if project is None:
+        project = os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings")
+    return Path(socket_path(str(status_dir), pid, project))
+
+
+@contextlib.contextmanager
+def silent_processes(status_dir: Path | str, count: int, project: str) -> Iterator[list[int]]:
+    """``count`` live processes of ``project`` whose status sockets never answer.
+
+    Each is a real process (``sleep``) with a socket under its pid that
+    accepts connections (the kernel's backlog) and never answers: what a
+    process whose loop is blocked looks like to the client. Yields the pids;
+    the processes are killed by pid and the sockets removed afterwards.
+    """
+    Path(status_dir).mkdir(mode=0o700, exist_ok=True)
+    sleepers: list[subprocess.Popen[bytes]] = []
+    listeners: list[socket.socket] = []
+    paths: list[Path] = []
+    try:
+        for _ in range(count):
+            sleepers.append(subprocess.Popen(["sleep", str(int(DEADLINE_SECONDS * 2))]))
+            path = socket_of(status_dir, sleepers[-1].pid, project)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listeners.append(listener)
+            listener.bind(str(path))
+            paths.append(path)
+            listener.listen(16)
+        yield [sleeper.pid for sleeper in sleepers]
+    finally:
+        for listener in listeners:
+            listener.close()
+        for path in paths:
+            path.unlink(missing_ok=True)
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait(10)
 
 
 def worker_env(status_dir: Path | str, **overrides: str) -> dict[str, str]:

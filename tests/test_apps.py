@@ -223,6 +223,8 @@ from django.core.management.base import BaseCommand
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import runtime
+from django_looptoken._status import project
+from django_looptoken._status_socket import socket_path
 from django_looptoken.conf import looptoken_settings
 
 
@@ -238,7 +240,7 @@ class Command(BaseCommand):
         if options["app_token"]:
             if runtime().app_token_run is runtime().current_run is not None:
                 self.stdout.write("app token held")
-            socket = os.path.join(looptoken_settings.STATUS_DIR, f"{os.getpid()}.sock")
+            socket = socket_path(looptoken_settings.STATUS_DIR, os.getpid(), project())
             if os.path.exists(socket):
                 self.stdout.write("status socket served")
 """

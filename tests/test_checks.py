@@ -22,8 +22,9 @@ from django.middleware.common import CommonMiddleware
 from django.test import Client
 
 import django_looptoken as looptoken
-from django_looptoken import _async_views
+from django_looptoken import _async_views, _status_socket
 from django_looptoken._runtime import State, runtime
+from django_looptoken._status import project
 from django_looptoken.checks import check_looptoken_settings, check_middleware
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.signals import loop_started
@@ -368,7 +369,7 @@ def test_status_dir_is_made_0700_under_umask_277(settings: Any, tmp_path: Path) 
     previous = os.umask(0o277)
     try:
         with looptoken.start_loop():
-            socket_path = directory / f"{os.getpid()}.sock"
+            socket_path = Path(_status_socket.socket_path(str(directory), os.getpid(), project()))
             assert socket_path.exists()
     finally:
         os.umask(previous)

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.status_worker import ROOT, LineReader, manage, running_worker, worker_env
+from tests.status_worker import (
+    ROOT,
+    LineReader,
+    manage,
+    running_worker,
+    silent_processes,
+    socket_of,
+    worker_env,
+)
 
 DEADLINE = 30.0
 WATCH = ("loopstatus", "--watch", "0.2")
@@ -45,14 +53,15 @@ def test_the_table_shows_each_live_process(status_dir: Path) -> None:
     with running_worker(status_dir) as one, running_worker(status_dir) as two:
         out, err = loopstatus()
     header, *_ = out.splitlines()
-    assert header.split()[:3] == ["PID", "STATE", "BACKEND"]
+    assert header.split()[:4] == ["PID", "ROLE", "STATE", "BACKEND"]
     assert "PROJECT" not in header  # only with --all
     rows = rows_by_pid(out)
     assert set(rows) == {one.pid, two.pid}
     for row in rows.values():
-        assert row[1] == "running"
-        assert row[2] == "uvloop.Loop"  # BACKEND "auto" with uvloop installed
-        assert row[4] == "1"  # the worker's token
+        assert row[1] == "worker"
+        assert row[2] == "running"
+        assert row[3] == "uvloop.Loop"  # BACKEND "auto" with uvloop installed
+        assert row[5] == "1"  # the worker's token
     assert err == ""
 
 
@@ -84,6 +93,20 @@ def test_other_projects_only_with_all(status_dir: Path) -> None:
     assert [p["pid"] for p in report["processes"]] == [worker.pid]
 
 
+def test_silent_processes_of_other_projects_only_with_all(status_dir: Path) -> None:
+    with (
+        silent_processes(status_dir, 1, "tests.settings") as (ours,),
+        silent_processes(status_dir, 2, "another.project.settings") as theirs,
+    ):
+        out, _ = loopstatus()
+        report = json.loads(loopstatus("--json")[0])
+        everything, _ = loopstatus("--all")
+    assert set(rows_by_pid(out)) == {ours}
+    assert rows_by_pid(out)[ours][2:4] == ["no", "answer"]
+    assert [silent["pid"] for silent in report["silent"]] == [ours]
+    assert set(rows_by_pid(everything)) == {ours, *theirs}
+
+
 def test_with_nothing_running_it_says_what_would_start(status_dir: Path) -> None:
     out, err = loopstatus()
     assert f"No live process of project tests.settings serves a status in {status_dir}" in out
@@ -109,7 +132,7 @@ def test_sockets_of_other_users_are_refused_with_a_message(
     status_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with running_worker(status_dir) as worker:
-        path = status_dir / f"{worker.pid}.sock"
+        path = socket_of(status_dir, worker.pid)
         if os.getuid() == 0:
             os.chown(path, 4242, 4242)
             out, err = loopstatus()
@@ -199,9 +222,9 @@ def test_the_table_follows_tasks_as_they_come_and_go(status_dir: Path) -> None:
         during = rows_by_pid(loopstatus()[0])[worker.pid]
         worker.tell("release", "released")
         deadline = time.monotonic() + DEADLINE
-        while (after := rows_by_pid(loopstatus()[0])[worker.pid])[5] != "0":
+        while (after := rows_by_pid(loopstatus()[0])[worker.pid])[6] != "0":
             assert time.monotonic() < deadline, "the tasks did not finish"
             time.sleep(0.02)
-    columns = before  # PID STATE BACKEND UPTIME TOKENS TASKS AWAITS ...
-    assert (columns[5], during[5], after[5]) == ("0", "4", "0")
-    assert int(after[6]) >= 1  # the worker's await_ calls are counted
+    columns = before  # PID ROLE STATE BACKEND UPTIME TOKENS TASKS AWAITS ...
+    assert (columns[6], during[6], after[6]) == ("0", "4", "0")
+    assert int(after[7]) >= 1  # the worker's await_ calls are counted

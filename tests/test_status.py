@@ -19,16 +19,19 @@ from typing import Any
 
 import django
 import pytest
+from django.test import Client
 
 import django_looptoken as looptoken
 from django_looptoken import _status
 from django_looptoken._runtime import runtime
 from tests import loop_factories
+from tests.test_fork import in_child
 
 pytestmark = pytest.mark.usefixtures("backend")
 
 FIELDS = {
     "pid",
+    "role",
     "backend",
     "state",
     "uptime_s",
@@ -133,6 +136,39 @@ def test_await_counters(token: looptoken.LoopToken) -> None:
         2,
         1,
     )
+
+
+@pytest.mark.django_db
+def test_awaits_count_async_views_served_on_the_shared_loop(
+    token: looptoken.LoopToken, client: Client, settings: Any
+) -> None:
+    # Django runs an async view under WSGI through asgiref's async_to_sync,
+    # which ASYNC_VIEWS points at the shared loop: one caller blocked, one await.
+    settings.ROOT_URLCONF = "tests.urls"
+    client.get("/plain-async/")  # the first may also check once that the routing works
+    before = looptoken.status()["await_calls"]
+    for _ in range(3):
+        assert client.get("/plain-async/").json()["on_shared_loop"] is True
+    looptoken.await_(asyncio.sleep(0))
+    assert looptoken.status()["await_calls"] == before + 4
+
+
+def test_a_process_that_forks_is_a_master_and_its_children_workers() -> None:
+    def role() -> str:
+        return str(looptoken.status()["role"])
+
+    def child() -> dict[str, str]:
+        before = role()
+        first = in_child(role)
+        second = in_child(role)  # forked by a process that has forked before
+        return {"before": before, "first": first, "second": second, "after": role()}
+
+    assert in_child(child) == {
+        "before": "worker",
+        "first": "worker",
+        "second": "worker",
+        "after": "master",
+    }
 
 
 def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None:

@@ -21,6 +21,7 @@ import pytest
 import django_looptoken as looptoken
 from django_looptoken import _status_socket
 from django_looptoken._status_socket import ask, collect
+from tests.status_worker import socket_of
 from tests.test_fork import in_child
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -41,7 +42,7 @@ def status_dir(looptoken_settings: Any, tmp_path: Path) -> Path:
 def served(status_dir: Path) -> Iterator[Path]:
     """A running loop; yields its status socket once it listens."""
     with looptoken.start_loop():
-        path = status_dir / f"{os.getpid()}.sock"
+        path = socket_of(status_dir, os.getpid())
         wait_for(path.exists, "the status socket")
         yield path
 
@@ -91,19 +92,19 @@ def test_dir_is_0700_and_socket_0600_owned_by_us(served: Path, status_dir: Path)
     assert stat.S_ISSOCK(sock_info.st_mode)
     assert stat.S_IMODE(sock_info.st_mode) == 0o600
     assert dir_info.st_uid == sock_info.st_uid == os.getuid()
-    assert os.listdir(status_dir) == [f"{os.getpid()}.sock"]
+    assert os.listdir(status_dir) == [socket_of(status_dir, os.getpid()).name]
 
 
 def test_the_socket_is_removed_when_the_loop_stops(status_dir: Path) -> None:
     with looptoken.start_loop():
-        path = status_dir / f"{os.getpid()}.sock"
+        path = socket_of(status_dir, os.getpid())
         wait_for(path.exists, "the status socket")
     assert not path.exists()
     assert os.listdir(status_dir) == []
 
 
 def test_a_restarted_loop_serves_again(status_dir: Path) -> None:
-    path = status_dir / f"{os.getpid()}.sock"
+    path = socket_of(status_dir, os.getpid())
     for _ in range(2):
         with looptoken.start_loop():
             wait_for(path.exists, "the status socket")
@@ -297,7 +298,7 @@ def test_a_forked_child_serves_its_own_socket_and_leaves_the_parents(served: Pat
 
     def child() -> dict[str, Any]:
         with looptoken.start_loop():
-            own = status_dir / f"{os.getpid()}.sock"
+            own = socket_of(status_dir, os.getpid())
             wait_for(own.exists, "the child's socket")
             answer = ask(str(own))
             parents = ask(str(served))
@@ -344,9 +345,9 @@ def _bound_socket(path: Path, *, listen: bool) -> Iterator[socket.socket]:
 def test_collect_removes_sockets_of_dead_and_non_listening_processes(status_dir: Path) -> None:
     status_dir.mkdir(mode=0o700)
     dead = _dead_pid()
-    dead_path = status_dir / f"{dead}.sock"
-    unfinished = status_dir / f"{_dead_pid()}.sock.new"
-    refusing = status_dir / f"{os.getppid()}.sock"  # a live pid, but nobody listens
+    dead_path = socket_of(status_dir, dead)
+    unfinished = Path(f"{socket_of(status_dir, _dead_pid())}.new")
+    refusing = socket_of(status_dir, os.getppid())  # a live pid, but nobody listens
     with (
         _bound_socket(dead_path, listen=True),
         _bound_socket(unfinished, listen=False),
@@ -366,7 +367,7 @@ def test_collect_removes_sockets_of_dead_and_non_listening_processes(status_dir:
 def test_collect_refuses_sockets_of_other_users_without_connecting(
     served: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    foreign = served.parent / f"{os.getppid()}.sock"
+    foreign = socket_of(served.parent, os.getppid())
     with _bound_socket(foreign, listen=True) as listener:
         if os.getuid() == 0:
             os.chown(foreign, FOREIGN_UID, FOREIGN_UID)
@@ -396,13 +397,15 @@ def test_collect_reports_a_process_whose_loop_is_blocked(
     served: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_status_socket, "CLIENT_SECONDS", 0.3)
-    release = threading.Event()
+    blocking, release = threading.Event(), threading.Event()
 
     async def block() -> None:
+        blocking.set()
         release.wait(DEADLINE)
 
     blocked = looptoken.spawn(block())
     try:
+        assert blocking.wait(DEADLINE)  # else the loop may answer before it blocks
         listing = collect(str(served.parent))
     finally:
         release.set()

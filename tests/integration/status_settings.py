@@ -1,16 +1,32 @@
 """Settings for the status tests under real servers.
 
 The server settings, with the status sockets (and, when given, the database)
-in the test's own ``tmp_path``, and templates for the status page.
+in the test's own ``tmp_path``, and what a default project has for the
+status page: templates, and the admin with its login page.
 """
 
 import os
 
 from tests.integration.server_settings import *  # noqa: F403
-from tests.integration.server_settings import LOOPTOKEN
+from tests.integration.server_settings import INSTALLED_APPS, LOOPTOKEN, MIDDLEWARE
 
 LOOPTOKEN = {**LOOPTOKEN, "STATUS_DIR": os.environ["LOOPTOKEN_TEST_STATUS_DIR"]}
-TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+ALLOWED_HOSTS = ["127.0.0.1"]  # the login page checks the Host header
+INSTALLED_APPS = ["django.contrib.admin", "django.contrib.messages", *INSTALLED_APPS]
+MIDDLEWARE = [*MIDDLEWARE, "django.contrib.messages.middleware.MessageMiddleware"]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 if "LOOPTOKEN_TEST_DB" in os.environ:
     DATABASES = {
         "default": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from django.apps import apps
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
@@ -33,3 +34,7 @@ urlpatterns = [
     path("status-test/hold/", hold),
     path("looptoken/", include("django_looptoken.urls")),
 ]
+if apps.is_installed("django.contrib.admin"):  # the status settings: a default project's
+    from django.contrib import admin
+
+    urlpatterns.append(path("admin/", admin.site.urls))

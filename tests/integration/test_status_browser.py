@@ -8,6 +8,7 @@ to install them. The screenshot goes to the test's tmp dir; with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,12 +28,17 @@ SCREENSHOT = ROOT / "docs" / "status-page.png"
 DEADLINE = 60.0
 WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 
-# Run in `manage.py shell`: a staff user and a logged-in session; prints its key.
-CREATE_STAFF = """
+PASSWORD = "a password for this test only"
+REASON = "The loop status page is for staff users only."
+
+# Run in `manage.py shell`: a staff user with a password, and a logged-in
+# session of a user who is not staff; prints the session's key.
+CREATE_USERS = f"""
 from django.contrib.auth.models import User
 from django.test import Client
+User.objects.create_user("operator", password={PASSWORD!r}, is_staff=True)
 client = Client()
-client.force_login(User.objects.create_user("operator", is_staff=True))
+client.force_login(User.objects.create_user("member"))
 print(client.cookies["sessionid"].value)
 """
 
@@ -63,7 +69,7 @@ def django_admin(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def test_a_staff_user_sees_every_worker_in_headless_chromium(
+def test_anonymous_then_not_staff_then_staff_in_headless_chromium(
     status_gunicorn: Callable[..., StatusServer], tmp_path: Path
 ) -> None:
     require_browser()
@@ -77,10 +83,13 @@ def test_a_staff_user_sees_every_worker_in_headless_chromium(
     setup_env = settings_env(tmp_path / "setup-status", database)
     django_admin(setup_env, "migrate", "--noinput")
     # The last line: Django 5.2's shell first says what it imported.
-    session_key = django_admin(setup_env, "shell", "-c", CREATE_STAFF).splitlines()[-1]
+    member_session = django_admin(setup_env, "shell", "-c", CREATE_USERS).splitlines()[-1]
 
-    server = status_gunicorn(*WORKERS, database=database)
-    workers = {p["pid"] for p in server.wait_for_workers(2)}
+    # --preload: the master loads the app (its loop idles) before forking the two.
+    server = status_gunicorn("--preload", *WORKERS, database=database)
+    master = server.server.process.pid
+    processes = {p["pid"] for p in server.wait_for_workers(3)}
+    workers = processes - {master}
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -102,10 +111,30 @@ def test_a_staff_user_sees_every_worker_in_headless_chromium(
     try:
         driver.set_page_load_timeout(DEADLINE)
         page = server.server.url + "looptoken/"
-        driver.get(page)  # anonymous: Django's login redirect
-        assert driver.current_url == server.server.url + "accounts/login/?next=/looptoken/"
-        driver.get(server.server.url + "tokens/")  # a page of the site (200) for the cookie
-        driver.add_cookie({"name": "sessionid", "value": session_key, "path": "/"})
+
+        # Anonymous: the admin's login page, which a default project has.
+        driver.get(page)
+        assert driver.current_url == server.server.url + "admin/login/?next=/looptoken/"
+        assert driver.find_element(By.ID, "id_username").is_displayed()
+
+        # Logged in, not staff: a 403 page saying why, and a JSON 403.
+        driver.add_cookie({"name": "sessionid", "value": member_session, "path": "/"})
+        driver.get(page)
+        assert driver.find_element(By.TAG_NAME, "h1").text == "403 Forbidden"
+        assert driver.find_element(By.ID, "reason").text == (
+            f"{REASON} You are logged in as member."
+        )
+        driver.get(page + "?format=json")
+        answer = json.loads(driver.find_element(By.TAG_NAME, "pre").text)
+        assert answer == {"error": f"{REASON} You are logged in as member."}
+
+        # Staff: log in on the admin's form, which sends them back to the page.
+        driver.delete_all_cookies()
+        driver.get(page)
+        driver.find_element(By.ID, "id_username").send_keys("operator")
+        driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        WebDriverWait(driver, DEADLINE).until(expected_conditions.url_to_be(page))
 
         with held_requests(server, tmp_path, 3) as per_worker:
             driver.get(page)
@@ -119,21 +148,23 @@ def test_a_staff_user_sees_every_worker_in_headless_chromium(
                 ]
                 for row in rows
             }
-            assert set(cells) == workers
+            assert set(cells) == processes
             for pid, row in cells.items():
+                assert row[header.index("ROLE")] == ("master" if pid == master else "worker")
                 assert row[header.index("STATE")] == "running"
                 assert row[header.index("BACKEND")] == "uvloop.Loop"
                 assert int(row[header.index("TASKS")]) >= per_worker[pid]
-            # The app's token per worker, two per held request, and the page's own.
+            assert set(per_worker) <= workers
+            # The app's token per process, two per held request, and the page's own.
             tokens = sum(int(row[header.index("TOKENS")]) for row in cells.values())
-            assert tokens == len(workers) + 2 * sum(per_worker.values()) + 1
+            assert tokens == len(processes) + 2 * sum(per_worker.values()) + 1
             state = rows[0].find_elements(By.TAG_NAME, "td")[header.index("STATE")]
             assert state.value_of_css_property("color") == "rgba(23, 111, 44, 1)"  # green
             shot = tmp_path / "status-page.png"
             assert driver.save_screenshot(str(shot))
         # The page reloads itself (meta refresh): the old table goes stale.
         WebDriverWait(driver, 30).until(expected_conditions.staleness_of(rows[0]))
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#processes tbody tr")) == 2
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#processes tbody tr")) == 3
     finally:
         driver.quit()
     assert shot.stat().st_size > 10_000

@@ -17,8 +17,9 @@ import httpx
 
 from django_looptoken._status_socket import REQUEST_LIMIT, ask
 from tests.integration.conftest import NOISE, stop
-from tests.integration.status_servers import StatusServer, held_requests
+from tests.integration.status_servers import SETTINGS, StatusServer, held_requests
 from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
+from tests.status_worker import socket_of
 
 DEADLINE = 60.0
 WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
@@ -46,13 +47,13 @@ def test_loopstatus_lists_both_workers_and_follows_their_requests(
         assert status["backend"] == "uvloop.Loop"
         assert (status["tokens"], status["tasks"]) == (1, 0)  # the app's token, nothing running
         assert status["project"] == "tests.integration.status_settings"
-        assert (server.status_dir / f"{pid}.sock").exists()
+        assert socket_of(server.status_dir, pid, SETTINGS).exists()
 
     table = server.loopstatus()
     assert table.returncode == 0, table.stderr
     for pid in idle:
         (row,) = [line for line in table.stdout.splitlines() if line.startswith(f"{pid} ")]
-        assert row.split()[1:3] == ["running", "uvloop.Loop"]
+        assert row.split()[1:4] == ["worker", "running", "uvloop.Loop"]
 
     with held_requests(server, tmp_path, HELD) as per_worker:
         busy = by_pid(server.processes())
@@ -76,12 +77,45 @@ def test_loopstatus_lists_both_workers_and_follows_their_requests(
         assert noise not in server.server.stderr()
 
 
+def test_under_preload_the_master_is_labelled_and_awaits_count_every_view(
+    status_gunicorn: Callable[..., StatusServer],
+) -> None:
+    server = status_gunicorn("--preload", *WORKERS)
+    master = server.server.process.pid
+    # The master loaded the app (and started its loop) before forking the two.
+    before = by_pid(server.wait_for_workers(3))
+    assert {pid: status["role"] for pid, status in before.items()} == {
+        pid: "master" if pid == master else "worker" for pid in before
+    }
+    assert all(parent_of(pid) == master for pid in before if pid != master)
+    table = server.loopstatus()
+    assert table.returncode == 0, table.stderr
+    roles = {int(line.split()[0]): line.split()[1] for line in table.stdout.splitlines()[1:]}
+    assert roles == {pid: status["role"] for pid, status in before.items()}
+
+    # Three plain async views (ASYNC_VIEWS: asgiref's async_to_sync on the
+    # shared loop) and three @runs_async views (await_): six awaits.
+    served = []
+    for path in ["where/plain/"] * 3 + ["where/decorated/"] * 3:
+        answer = httpx.get(server.server.url + path, timeout=DEADLINE).json()
+        assert answer["on_shared_loop"] is True
+        served.append(answer["pid"])
+    after = by_pid(server.processes())
+    # A worker's first request also checks once that the routing works, with
+    # one async_to_sync call of its own: that worker's await count started at 1.
+    first_requests = sum(1 for pid in set(served) if before[pid]["await_calls"] == 0)
+    added = sum(after[pid]["await_calls"] - before[pid]["await_calls"] for pid in before)
+    assert added == 6 + first_requests
+    assert after[master]["await_calls"] == 0  # the master serves no request
+    assert stop(server.server) == 0
+
+
 def test_hostile_input_then_status_and_requests_still_answer(
     status_gunicorn: Callable[..., StatusServer],
 ) -> None:
     server = status_gunicorn(*WORKERS)
     pid = server.wait_for_workers(2)[0]["pid"]
-    path = str(server.status_dir / f"{pid}.sock")
+    path = str(socket_of(server.status_dir, pid, SETTINGS))
     rng = random.Random(7)
 
     def connect() -> socket.socket:
@@ -163,11 +197,16 @@ def test_sigkill_leaves_stale_sockets_that_the_next_listing_removes(
     while not all(_gone(pid) for pid in pids):
         assert time.monotonic() < deadline, "the workers did not die"
         time.sleep(0.01)
-    assert sorted(os.listdir(server.status_dir)) == sorted(f"{pid}.sock" for pid in pids)
+    assert sorted(os.listdir(server.status_dir)) == sorted(
+        socket_of(server.status_dir, pid, SETTINGS).name for pid in pids
+    )
 
     result = server.loopstatus()
     assert result.returncode == 0, result.stderr
     assert "No live process of project tests.integration.status_settings" in result.stdout
     for pid in pids:
-        assert f"Removed the stale status socket {server.status_dir}/{pid}.sock" in result.stderr
+        assert (
+            f"Removed the stale status socket {socket_of(server.status_dir, pid, SETTINGS)}"
+            in result.stderr
+        )
     assert os.listdir(server.status_dir) == []

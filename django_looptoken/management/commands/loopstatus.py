@@ -11,16 +11,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_looptoken._status import (
-    COLUMNS,
-    listing_report,
-    project,
-    silent_row,
-    table_row,
-    would_start,
-)
-from django_looptoken._status_socket import Listing, collect, status_dir
-from django_looptoken.conf import looptoken_settings
+from django_looptoken._status import would_start
+from django_looptoken._status_report import StatusReport
 
 
 class Command(BaseCommand):
@@ -28,7 +20,7 @@ class Command(BaseCommand):
 
     help = (
         "Show the shared event loop of every live process of this project (its "
-        "DJANGO_SETTINGS_MODULE): state, backend, tokens, pending tasks, await_ calls, "
+        "DJANGO_SETTINGS_MODULE): role, state, backend, tokens, pending tasks, await_ calls, "
         "loop lag and slow callbacks, asked from each process's status socket in "
         'LOOPTOKEN["STATUS_DIR"]. With no live process, shows what this configuration '
         "would start."
@@ -74,41 +66,29 @@ class Command(BaseCommand):
             self.stdout.write("")  # end the line the terminal's ^C started
 
     def _show(self, options: dict[str, Any]) -> None:
-        directory = status_dir(looptoken_settings.STATUS_DIR)
         # This command's own loop (AUTOSTART) is not a server worth listing.
-        listing = collect(directory, exclude_pid=os.getpid())
-        if listing.error is not None:
-            raise CommandError(listing.error)
-        this_project = project()
-        processes = listing.processes
-        if not options["all_projects"]:
-            processes = [p for p in processes if p.get("project") == this_project]
-        others = len(listing.processes) - len(processes)
-        for note in listing.notes:
+        report = StatusReport.gather(all_projects=options["all_projects"], exclude_pid=os.getpid())
+        if report.listing.error is not None:
+            raise CommandError(report.listing.error)
+        for note in report.listing.notes:
             self.stderr.write(note, style_func=self.style.WARNING)
         if options["json"]:
-            self._write_json(listing, processes, this_project)
-        elif processes or listing.silent:
-            self._write_table(listing, processes, all_projects=options["all_projects"])
+            output = report.as_json()
+            if report.empty:
+                output["would_start"] = would_start()
+            self.stdout.write(json.dumps(output, indent=2, default=str))
+        elif not report.empty:
+            self._write_table(report)
         else:
-            self._write_nothing_runs(directory, this_project, others)
+            self._write_nothing_runs(report)
 
-    def _write_json(
-        self, listing: Listing, processes: list[dict[str, Any]], this_project: str | None
-    ) -> None:
-        report = listing_report(listing, processes, this_project)
-        if not processes and not listing.silent:
-            report["would_start"] = would_start()
-        self.stdout.write(json.dumps(report, indent=2, default=str))
-
-    def _write_table(
-        self, listing: Listing, processes: list[dict[str, Any]], *, all_projects: bool
-    ) -> None:
-        keep = len(COLUMNS) if all_projects else len(COLUMNS) - 1  # PROJECT only with --all
-        rows = [table_row(p)[:keep] for p in processes]
-        rows += [silent_row(pid, why)[:keep] for pid, why in listing.silent]
-        header = list(COLUMNS[:keep])
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(keep)]
+    def _write_table(self, report: StatusReport) -> None:
+        header = report.columns()
+        rows = report.rows()
+        widths = [
+            max(len(cells[i]) for cells in [header, *(r.cells for r in rows)])
+            for i in range(len(header))
+        ]
 
         def line(cells: list[str]) -> str:
             return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
@@ -118,16 +98,18 @@ class Command(BaseCommand):
             style = {
                 "running": self.style.SUCCESS,
                 "stopping": self.style.WARNING,
-            }.get(row[1], self.style.ERROR)
-            self.stdout.write(line(row).rstrip(), style_func=style)
+            }.get(row.state, self.style.ERROR)
+            self.stdout.write(line(row.cells).rstrip(), style_func=style)
 
-    def _write_nothing_runs(self, directory: str, this_project: str | None, others: int) -> None:
+    def _write_nothing_runs(self, report: StatusReport) -> None:
         self.stdout.write(
-            f"No live process of project {this_project or '(no settings module)'} "
-            f"serves a status in {directory}."
+            f"No live process of project {report.project or '(no settings module)'} "
+            f"serves a status in {report.listing.directory}."
         )
-        if others:
-            self.stdout.write(f"{others} process(es) of other projects run there: use --all.")
+        if report.others:
+            self.stdout.write(
+                f"{report.others} process(es) of other projects run there: use --all."
+            )
         plan = would_start()
         self.stdout.write("This configuration would start:", style_func=self.style.MIGRATE_HEADING)
         uvloop = "installed" if plan["uvloop_installed"] else "not installed"

@@ -1,0 +1,57 @@
+"""The role of this process in its server, as the status shows it.
+
+``master``: a process that forks the workers, whose loop idles and serves
+no request (gunicorn's arbiter under ``--preload``, the uWSGI master); it
+started its loop when it loaded the app, before forking. ``worker``: any
+other process with a loop (a server worker, runserver, a command).
+
+Told from the process itself, not from the server's name: a process becomes
+a master when it forks a child with ``os.fork()`` (its after-in-parent
+hook), and a child starts as a worker again. uWSGI forks from C, where
+those hooks do not run; there the master is the process whose worker id
+is 0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Literal
+
+Role = Literal["master", "worker"]
+
+_forked_children = False
+
+
+def _uwsgi_worker_id() -> Callable[[], int] | None:
+    try:
+        uwsgi = importlib.import_module("uwsgi")  # exists only inside uWSGI
+    except ImportError:
+        return None
+    worker_id: Callable[[], int] | None = getattr(uwsgi, "worker_id", None)
+    return worker_id
+
+
+# Looked up once: a failed import searches sys.path, on every status request.
+_worker_id = _uwsgi_worker_id()
+
+
+def role() -> Role:
+    """``"master"`` if this process forks the server's workers, else ``"worker"``."""
+    if _worker_id is not None:
+        return "master" if _worker_id() == 0 else "worker"
+    return "master" if _forked_children else "worker"
+
+
+def _after_fork_in_parent() -> None:
+    global _forked_children
+    _forked_children = True
+
+
+def _after_fork_in_child() -> None:
+    global _forked_children
+    _forked_children = False  # a worker, even if its parent had forked others before
+
+
+os.register_at_fork(after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
