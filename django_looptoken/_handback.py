@@ -191,6 +191,9 @@ class BackgroundExecutor(concurrent.futures.Executor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # While a test collects spawned work (django_looptoken.testing), the
+        # calls go there instead: to the test's thread and its transaction.
+        self.redirect: concurrent.futures.Executor | None = None
 
     def forget_after_fork(self) -> None:
         """In a forked child: the parent's thread is gone, start afresh."""
@@ -209,10 +212,17 @@ class BackgroundExecutor(concurrent.futures.Executor):
         self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[_T]:
         """Run ``fn`` in the background thread with fresh connections."""
+        redirect = self.redirect
+        if redirect is not None:
+            return redirect.submit(fn, *args, **kwargs)
         return self._get_pool().submit(_with_fresh_connections, fn, *args, **kwargs)
 
     def run_item(self, item: WorkItem) -> None:
         """Run a call first handed to a caller that no longer waits."""
+        redirect = self.redirect
+        if redirect is not None:
+            redirect.submit(item.run)
+            return
         self._get_pool().submit(_with_fresh_connections, item.run)
 
 
