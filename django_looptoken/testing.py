@@ -154,7 +154,9 @@ class SpawnedWork(concurrent.futures.Executor):
 
     # -- the executor spawned tasks' thread-sensitive calls go to ------------------
 
-    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[_T]:
+    def submit(
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[_T]:
         """Queue ``fn`` for the collecting thread (called on the loop thread)."""
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
         with self._changed:
