@@ -70,7 +70,20 @@ def _spawn_site() -> str:
     return "an unknown place"
 
 
-class SpawnedWork(concurrent.futures.Executor):
+class _ToTheTestThread(concurrent.futures.Executor):
+    """What spawned tasks' thread-sensitive calls are submitted to meanwhile."""
+
+    def __init__(self, work: SpawnedWork) -> None:
+        self._work = work
+
+    def submit(
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[_T]:
+        """Queue ``fn`` for the collecting thread (called on the loop thread)."""
+        return self._work._queue(fn, args, kwargs)
+
+
+class SpawnedWork:
     """Follows every task ``spawn()`` starts while it collects.
 
     The tasks' thread-sensitive calls are queued for the thread that started
@@ -86,6 +99,7 @@ class SpawnedWork(concurrent.futures.Executor):
         self._followed: list[_Followed] = []
         self._thread: int | None = None
         self._had_app_token = False
+        self._executor = _ToTheTestThread(self)
 
     # -- collecting -------------------------------------------------------------
 
@@ -99,7 +113,7 @@ class SpawnedWork(concurrent.futures.Executor):
         self._thread = threading.get_ident()
         self._had_app_token = runtime().app_token_run is not None
         bridge.spawn_watchers.append(self._watch)
-        background_executor.redirect = self
+        background_executor.redirect = self._executor
 
     def close(self) -> None:
         """Wait for the spawned work (``finish()``), then stop collecting.
@@ -116,7 +130,7 @@ class SpawnedWork(concurrent.futures.Executor):
         with contextlib.suppress(ValueError):
             bridge.spawn_watchers.remove(self._watch)
         self._run_queued()  # calls of tasks nobody followed, while still in the test
-        if background_executor.redirect is self:
+        if background_executor.redirect is self._executor:
             background_executor.redirect = None
         self._run_queued()  # anything that arrived as the redirect was cleared
         if self._had_app_token and runtime().app_token_run is None:
@@ -154,10 +168,9 @@ class SpawnedWork(concurrent.futures.Executor):
 
     # -- the executor spawned tasks' thread-sensitive calls go to ------------------
 
-    def submit(
-        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    def _queue(
+        self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> concurrent.futures.Future[_T]:
-        """Queue ``fn`` for the collecting thread (called on the loop thread)."""
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
         with self._changed:
             self._work.append(WorkItem(future, fn, args, kwargs))
@@ -221,13 +234,42 @@ class SpawnedWork(concurrent.futures.Executor):
                 "wait with spawned_work.timeout."
             ) from None
 
-    def _serve(self, deadline: float) -> None:
+    def shutdown(self, timeout: float | None = None) -> None:
+        """``django_looptoken.shutdown(timeout)``, while this thread runs the
+        tasks' sync calls: work protected by ``shutdown_waits_for`` can finish
+        its ORM calls, in the test's transaction. At the end of the test the
+        app's loop is started again if it was running (``AUTOSTART``)."""
+        from django_looptoken.conf import looptoken_settings
+        from django_looptoken.tokens import shutdown
+
+        stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def stop() -> None:
+            try:
+                shutdown(timeout)
+            except BaseException as exc:
+                stopped.set_exception(exc)
+            else:
+                stopped.set_result(None)
+            finally:
+                self._notify()
+
+        thread = threading.Thread(target=stop, name="looptoken-test-shutdown", daemon=True)
+        thread.start()
+        budget = looptoken_settings.SHUTDOWN_TIMEOUT if timeout is None else timeout
+        self._serve(time.monotonic() + budget + SETTLE_SECONDS, lambda: not stopped.done())
+        stopped.result(SETTLE_SECONDS)
+
+    def _serve(self, deadline: float, busy: Callable[[], object] | None = None) -> None:
+        """Run queued calls until ``busy()`` is false (default: until every
+        followed task has finished) or the deadline passes."""
+        busy = busy or self._unfinished
         while True:
             self._run_queued()
             with self._changed:
                 if self._work:
                     continue
-                if not self._unfinished():
+                if not busy():
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

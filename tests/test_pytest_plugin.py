@@ -7,6 +7,7 @@ must be installed (``pip install -e .``) for these tests, as for users.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs_support.blocks import blocks
 from tests.docs_support.servers import postgres_server
 
 pytest_plugins = ["pytester"]
 
-PROJECT = Path(__file__).resolve().parent / "plugin_project"
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = ROOT / "tests" / "plugin_project"
 RUN_TIMEOUT_S = 300  # a bound on failure on a busy 2-core machine, not a speed target
 INI = """\
 [pytest]
@@ -290,3 +293,64 @@ def test_a_fixture_without_django_settings_says_so(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(
         ["*The spawned_work fixture needs Django settings: give pytest-django the settings*"]
     )
+
+
+# -- docs/testing.md: its blocks are the files of a project, whose tests run here ----
+
+POSTGRES_SETTINGS = """\
+from urllib.parse import urlsplit
+
+from shop.settings import *  # noqa: F403
+
+_url = urlsplit({dsn!r})
+DATABASES = {{
+    "default": {{
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _url.path.lstrip("/"),
+        "USER": _url.username,
+        "HOST": _url.hostname,
+        "PORT": _url.port,
+    }}
+}}
+"""
+
+
+def write_guide_project(where: Path) -> dict[str, str]:
+    """The files docs/testing.md shows (blocks of one title joined), written out."""
+    files: dict[str, str] = {}
+    for block in blocks(ROOT, "docs/testing.md"):
+        if block.file is not None:
+            files[block.file] = files.get(block.file, "") + block.code + "\n"
+    for name, code in files.items():
+        path = where / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(code)
+        if path.suffix == ".py" and path.parent.name != "tests" and path.parent != where:
+            (path.parent / "__init__.py").touch()  # shop/ is a package
+    return files
+
+
+def test_the_testing_guide_runs(pytester: pytest.Pytester, database: str) -> None:
+    files = write_guide_project(pytester.path)
+    settings = "shop.settings"
+    if database == "postgres":
+        dsn = os.environ["POSTGRES_DSN"]
+        (pytester.path / "shop" / "settings_postgres.py").write_text(
+            POSTGRES_SETTINGS.format(dsn=dsn)
+        )
+        settings = "shop.settings_postgres"
+    # Every test the page shows: functions, the two backends, TestCase methods.
+    shown = sum(code.count("def test_") for code in files.values()) + 1
+    assert shown >= 15, "docs/testing.md lost its tests"
+
+    result = run(pytester, "--ds", settings, "-v")
+    result.assert_outcomes(passed=shown)
+
+    django = pytester.run(
+        sys.executable, "-m", "django", "test", "-v", "2", "--settings", settings,
+        "--pythonpath", ".", timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    output = django.stdout.str() + django.stderr.str()
+    assert django.ret == 0, output
+    assert "Ran 1 test" in output, output
+    assert "Logging error" not in output, output
