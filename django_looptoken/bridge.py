@@ -194,7 +194,7 @@ class _Spawn:
             self.future.cancel()
 
 
-# Told of each spawn before its task starts: how the test helpers
+# Told of each spawn handed to the loop: how the test helpers
 # (django_looptoken.testing) follow spawned work. Empty outside tests.
 spawn_watchers: list[Callable[[_Spawn], None]] = []
 
@@ -214,13 +214,13 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
         raise
     future: _SpawnedFuture[_T] = _SpawnedFuture()
     spawned = _Spawn(run, coro, future)
-    for watch in spawn_watchers:
-        watch(spawned)
     # No token is held for the task (shutdown cancels it, it does not wait for
     # it); if the loop stops before the task starts, abort() cancels the future.
     if run.register(spawned):
         try:
             run.loop.call_soon_threadsafe(spawned.start, context=spawned.context)
+            for watch in spawn_watchers:
+                watch(spawned)
             return future
         except RuntimeError:  # the loop closed in between
             run.pending.discard(spawned)
