@@ -145,13 +145,23 @@ def test_spawns_a_task_that_fails(spawned_work):
 
 def test_next_finds_no_task_left(loop_status):
     assert loop_status.pending_tasks() == []
+
+
+async def write():
+    from plugin_site.models import AuditRow
+
+    await AuditRow.objects.acreate(event="no database here")
+
+
+def test_writes_without_database_access(spawned_work):
+    looptoken.spawn(write())
 """
 
 
 def test_a_leftover_task_fails_the_test_that_left_it(project: pytest.Pytester) -> None:
     project.makepyfile(test_leftover=LEFTOVER)
     result = run(project)
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=1, failed=3)
     result.stdout.fnmatch_lines(
         [
             "*1 spawned task(s) still running at the end of the test (waited 0.2 s), cancelled:",
@@ -163,6 +173,14 @@ def test_a_leftover_task_fails_the_test_that_left_it(project: pytest.Pytester) -
         [
             "*The spawned task fail(), spawned at *test_leftover.py:21 in "
             "test_spawns_a_task_that_fails, raised ValueError: the upstream said no"
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*The spawned task write(), spawned at *test_leftover.py:35 in "
+            "test_writes_without_database_access, raised RuntimeError: Database access not "
+            "allowed, use the \"django_db\" mark, or the \"db\" or \"transactional_db\" "
+            "fixtures to enable it."
         ]
     )
     result.stdout.fnmatch_lines(
