@@ -179,7 +179,7 @@ def test_a_leftover_task_fails_the_test_that_left_it(project: pytest.Pytester) -
         [
             "*The spawned task write(), spawned at *test_leftover.py:35 in "
             "test_writes_without_database_access, raised RuntimeError: Database access not "
-            "allowed, use the \"django_db\" mark, or the \"db\" or \"transactional_db\" "
+            'allowed, use the "django_db" mark, or the "db" or "transactional_db" '
             "fixtures to enable it."
         ]
     )
