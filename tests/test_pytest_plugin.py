@@ -272,11 +272,13 @@ def test_the_mixin_under_djangos_own_runner(project: pytest.Pytester, database: 
 
 
 PLAIN = """
+import threading
+
 import pytest
 
 
 def test_one():
-    assert True
+    assert not [t for t in threading.enumerate() if t.name.startswith("looptoken")]
 
 
 @pytest.mark.parametrize("n", [1, 2])
