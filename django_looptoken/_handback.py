@@ -98,9 +98,17 @@ def caller_state() -> object:
     return None if _DIRECT else current_executor()
 
 
+# While a test collects spawned work (django_looptoken.testing): told of each
+# call and spawn entering the loop thread, so that spawned tasks' calls can
+# run in the test's thread while it blocks in a call of its own.
+call_watcher: Callable[[concurrent.futures.Executor, contextvars.Context], None] | None = None
+
+
 def enter_loop_thread(executor: concurrent.futures.Executor, context: contextvars.Context) -> None:
     """On the loop thread, running in ``context`` (copied from the caller): make
     asgiref's Local data visible here and route thread-sensitive calls."""
+    if call_watcher is not None:
+        call_watcher(executor, context)
     if not _DIRECT:
         restore_context(context)
         set_current_executor(executor)

@@ -5,7 +5,8 @@ Django's ``TestCase``. The pytest fixtures (``pytest_plugin``) are built on thes
 A spawned task's thread-sensitive calls (the ORM) normally run in the app's
 background thread, on a connection of its own: outside the test's transaction.
 While a ``SpawnedWork`` collects, they run in the test's thread instead, when
-the test waits for spawned work, so their writes roll back with the test.
+the test waits for spawned work or blocks in a call of its own (``await_``,
+a view), so their writes roll back with the test.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import os
 import threading
 import time
@@ -24,7 +26,8 @@ from typing import Any, TypeVar
 
 from django.test import override_settings
 
-from django_looptoken import bridge
+from django_looptoken import _handback, bridge
+from django_looptoken._call import Call
 from django_looptoken._handback import WorkItem, background_executor
 from django_looptoken._runtime import STOPPED, runtime
 from django_looptoken._status import snapshot
@@ -44,6 +47,12 @@ _T = TypeVar("_T")
 WAIT_SECONDS = 5.0
 SETTLE_SECONDS = 5.0
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+# Set in the collecting thread's context: how the loop thread tells the calls
+# that thread makes (await_, views) from other threads' calls.
+_COLLECTING: contextvars.ContextVar[SpawnedWork | None] = contextvars.ContextVar(
+    "looptoken_collecting", default=None
+)
 
 
 class SpawnedWorkError(AssertionError):
@@ -100,6 +109,9 @@ class SpawnedWork:
         self._thread: int | None = None
         self._had_app_token = False
         self._executor = _ToTheTestThread(self)
+        # The call the collecting thread is blocked in (loop thread only).
+        self._call: Call[Any] | None = None
+        self._marker: contextvars.Token[SpawnedWork | None] | None = None
 
     # -- collecting -------------------------------------------------------------
 
@@ -112,7 +124,9 @@ class SpawnedWork:
             )
         self._thread = threading.get_ident()
         self._had_app_token = runtime().app_token_run is not None
+        self._marker = _COLLECTING.set(self)
         bridge.spawn_watchers.append(self._watch)
+        _handback.call_watcher = self._on_call
         background_executor.redirect = self._executor
 
     def close(self) -> None:
@@ -129,6 +143,14 @@ class SpawnedWork:
     def _stop(self) -> None:
         with contextlib.suppress(ValueError):
             bridge.spawn_watchers.remove(self._watch)
+        if _handback.call_watcher == self._on_call:
+            _handback.call_watcher = None
+        if self._marker is not None:
+            try:
+                _COLLECTING.reset(self._marker)
+            except ValueError:  # stopped from another context
+                _COLLECTING.set(None)
+            self._marker = None
         self._run_queued()  # calls of tasks nobody followed, while still in the test
         if background_executor.redirect is self._executor:
             background_executor.redirect = None
@@ -168,9 +190,27 @@ class SpawnedWork:
 
     # -- the executor spawned tasks' thread-sensitive calls go to ------------------
 
+    def _on_call(
+        self, executor: concurrent.futures.Executor, context: contextvars.Context
+    ) -> None:
+        # On the loop thread: a call of the collecting thread's starts.
+        if isinstance(executor, Call) and context.get(_COLLECTING) is self:
+            self._call = executor
+            with self._changed:
+                queued, self._work = self._work, deque()
+            for item in queued:  # what came before: the thread serves it now
+                executor.submit(item.run)
+
     def _queue(
         self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> concurrent.futures.Future[_T]:
+        # On the loop thread. While the collecting thread blocks in a call, it
+        # runs the work there at once: waiting for it would never end.
+        call = self._call
+        if call is not None:
+            if not (call._done or call._caller_left):
+                return call.submit(fn, *args, **kwargs)
+            self._call = None
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
         with self._changed:
             self._work.append(WorkItem(future, fn, args, kwargs))

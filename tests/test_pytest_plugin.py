@@ -81,6 +81,8 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 WRITES = """
+import asyncio
+
 import pytest
 
 import django_looptoken as looptoken
@@ -108,6 +110,20 @@ def test_c_a_write_left_to_the_end_of_the_test(db, spawned_work):
 
 def test_d_was_done_in_the_test_and_rolled_back(db):
     assert AuditRow.objects.count() == 0
+
+
+async def finished(future):
+    return await asyncio.wrap_future(future)
+
+
+def test_e_awaiting_spawned_work_runs_it_meanwhile(db, spawned_work):
+    future = looptoken.spawn(write_audit_row("awaited"))
+    looptoken.await_(finished(future), timeout=5)
+    assert AuditRow.objects.count() == 1
+
+
+def test_f_and_rolls_it_back(db):
+    assert AuditRow.objects.count() == 0
 """
 
 
@@ -116,7 +132,7 @@ def test_spawned_orm_writes_roll_back_with_the_test(
 ) -> None:
     project.makepyfile(test_writes=WRITES)
     result = run(project, "-v")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=6)
 
 
 LEFTOVER = """
