@@ -98,9 +98,17 @@ def caller_state() -> object:
     return None if _DIRECT else current_executor()
 
 
+# While a test collects spawned work (django_looptoken.testing): told of each
+# call and spawn entering the loop thread, so that spawned tasks' calls can
+# run in the test's thread while it blocks in a call of its own.
+call_watcher: Callable[[concurrent.futures.Executor, contextvars.Context], None] | None = None
+
+
 def enter_loop_thread(executor: concurrent.futures.Executor, context: contextvars.Context) -> None:
     """On the loop thread, running in ``context`` (copied from the caller): make
     asgiref's Local data visible here and route thread-sensitive calls."""
+    if call_watcher is not None:
+        call_watcher(executor, context)
     if not _DIRECT:
         restore_context(context)
         set_current_executor(executor)
@@ -191,6 +199,9 @@ class BackgroundExecutor(concurrent.futures.Executor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # While a test collects spawned work (django_looptoken.testing), the
+        # calls go there instead: to the test's thread and its transaction.
+        self.redirect: concurrent.futures.Executor | None = None
 
     def forget_after_fork(self) -> None:
         """In a forked child: the parent's thread is gone, start afresh."""
@@ -209,10 +220,17 @@ class BackgroundExecutor(concurrent.futures.Executor):
         self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[_T]:
         """Run ``fn`` in the background thread with fresh connections."""
+        redirect = self.redirect
+        if redirect is not None:
+            return redirect.submit(fn, *args, **kwargs)
         return self._get_pool().submit(_with_fresh_connections, fn, *args, **kwargs)
 
     def run_item(self, item: WorkItem) -> None:
         """Run a call first handed to a caller that no longer waits."""
+        redirect = self.redirect
+        if redirect is not None:
+            redirect.submit(item.run)
+            return
         self._get_pool().submit(_with_fresh_connections, item.run)
 
 

@@ -419,6 +419,10 @@ def _at_exit() -> None:
     if _exit_hook_ran:  # registered twice (see below); the first call did it all
         return
     _exit_hook_ran = True
+    # A test runner may have closed the streams logging handlers write to
+    # (pytest closes its capture files before the interpreter exits): such a
+    # record is dropped, not reported as "--- Logging error ---" on stderr.
+    raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
     try:
         _runtime.exit()
     except (KeyboardInterrupt, SystemExit):
@@ -429,6 +433,8 @@ def _at_exit() -> None:
             _runtime.stop_now(HURRY_GRACE_SECONDS)
     except Exception:
         logger.exception("Shutting down the shared loop at exit failed.")
+    finally:
+        logging.raiseExceptions = raise_exceptions
 
 
 # Before Python joins non-daemon threads, so that request threads still

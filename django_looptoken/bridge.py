@@ -12,7 +12,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import CoroutineType
 from typing import Any, TypeVar, cast
 
@@ -157,6 +157,7 @@ class _Spawn:
         self.future = future
         self.started = False
         self.context = contextvars.copy_context()
+        self.task: asyncio.Task[Any] | None = None
 
     def start(self) -> None:
         run = self.run
@@ -173,6 +174,7 @@ class _Spawn:
         else:  # pragma: no cover - Python 3.10
             task = run.loop.create_task(self.coro)
         run.background.add(task)
+        self.task = task
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
@@ -190,6 +192,11 @@ class _Spawn:
             self.started = True
             self.coro.close()
             self.future.cancel()
+
+
+# Told of each spawn handed to the loop: how the test helpers
+# (django_looptoken.testing) follow spawned work. Empty outside tests.
+spawn_watchers: list[Callable[[_Spawn], None]] = []
 
 
 def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
@@ -212,6 +219,8 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
     if run.register(spawned):
         try:
             run.loop.call_soon_threadsafe(spawned.start, context=spawned.context)
+            for watch in spawn_watchers:
+                watch(spawned)
             return future
         except RuntimeError:  # the loop closed in between
             run.pending.discard(spawned)

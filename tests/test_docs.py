@@ -25,6 +25,9 @@ Contributing to the docs: the conventions this file enforces.
 * Settings blocks are checked against Django: the ``INSTALLED_APPS`` and
   ``MIDDLEWARE`` entries import, ``LOOPTOKEN`` passes the system checks, and
   ``LOGGING`` configures logging (in a subprocess).
+* ```python title="shop/views.py" (a file name) makes the block a file of a
+  project (docs/testing.md): tests/test_pytest_plugin.py writes the files out
+  and runs the project's tests with pytest and Django's runner; not run here.
 * ```python title="not run" marks an example that cannot run here (the
   "before" of score.asyncio, whose loop never stops). Only the files and
   counts in ``NOT_RUN_ALLOWED`` may have them, and they must still parse.
@@ -65,7 +68,12 @@ DOC_FILES = ["README.md", *(f"docs/{path.name}" for path in sorted((ROOT / "docs
 BLOCKS = {name: blocks(ROOT, name) for name in DOC_FILES}
 NOT_PYTHON = {"console", "text", "ini", "json", "mermaid"}
 NOT_RUN_ALLOWED = {"docs/migrating.md": 1}
-PYTHON = [b for name in DOC_FILES for b in BLOCKS[name] if b.lang == "python" and not b.not_run]
+PYTHON = [
+    b
+    for name in DOC_FILES
+    for b in BLOCKS[name]
+    if b.lang == "python" and not b.not_run and b.file is None  # files: test_pytest_plugin
+]
 SERVICES: dict[str, Callable[[], AbstractContextManager[str]]] = {
     "UPSTREAM_URL": upstream,
     "REDIS_URL": redis_server,

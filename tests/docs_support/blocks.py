@@ -26,6 +26,13 @@ class Block:
         return f"{self.name}:{self.line}"
 
     @property
+    def file(self) -> str | None:
+        """The project file a ``python title="shop/views.py"`` block belongs to
+        (docs/testing.md; tests/test_pytest_plugin.py runs that project)."""
+        title = re.search(r'title="([^"]+\.\w+)"', self.attrs)
+        return title[1] if title else None
+
+    @property
     def not_run(self) -> bool:
         """A ``python title="not run"`` block (see tests/test_docs.py)."""
         return 'title="not run"' in self.attrs

@@ -1,0 +1,5 @@
+from django.db import models
+
+
+class AuditRow(models.Model):
+    event = models.CharField(max_length=100)
