@@ -194,11 +194,22 @@ class Runtime:
         return run
 
     def running_run(self) -> LoopRun:
-        """The running loop's life, without counting a token; LoopStoppedError if none."""
+        """The running loop's life, without counting a token; LoopStoppedError if none.
+
+        A loop that AUTOSTART has left for the first use (in a management
+        command) starts here, with the app's token.
+        """
         with self._lock:
             if self._state is RUNNING:
                 assert self._run is not None
                 return self._run
+            # AUTOSTART whose loop waits for first use (a management command),
+            # or whose loop died: work for the loop is a use, so start it now.
+            for_the_app = self._app_token_lost and not self._closing
+        if for_the_app:
+            run = self.acquire()  # the app's token comes with the new loop
+            self.release(run)
+            return run
         looptoken_settings.raise_if_invalid()  # the reason no loop runs, if it is one
         raise LoopStoppedError(
             "The shared loop is not running, so nothing would keep this work alive: "

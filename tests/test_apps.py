@@ -233,10 +233,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--app-token", action="store_true")
+        parser.add_argument("--spawn", action="store_true")
 
     def handle(self, *args, **options):
         assert runtime().current_run is None, "the loop ran before the command needed it"
-        self.stdout.write(looptoken.await_(asyncio.sleep(0.01, result="ok")))
+        if options["spawn"]:  # the first use may be a spawn: it starts the loop too
+            self.stdout.write(looptoken.spawn(asyncio.sleep(0.01, result="ok")).result(10))
+        else:
+            self.stdout.write(looptoken.await_(asyncio.sleep(0.01, result="ok")))
         if options["app_token"]:
             if runtime().app_token_run is runtime().current_run is not None:
                 self.stdout.write("app token held")
@@ -289,6 +293,22 @@ def test_management_command_using_await_exits_promptly(tmp_path: Path) -> None:
     assert "INFO" not in result.stderr
     assert_clean_stderr(result.stderr)
     assert elapsed < PROMPT_EXIT_SECONDS
+
+
+def test_management_command_whose_first_use_is_spawn_starts_the_loop(tmp_path: Path) -> None:
+    _command_app(tmp_path)
+    settings_module = write_settings(
+        tmp_path,
+        installed_apps=("django_looptoken", "useloopapp"),
+        looptoken_setting={"STATUS_DIR": str(tmp_path / "status")},
+    )
+    result, _ = run_python(
+        tmp_path,
+        ["-m", "django", "useloop", "--spawn", "--app-token", f"--settings={settings_module}"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["ok", "app token held", "status socket served"]
+    assert_clean_stderr(result.stderr)
 
 
 MIGRATE_HOOK = """\
