@@ -14,9 +14,12 @@ Layout (every public name is re-exported here):
 * ``status()`` (from ``_status``): a snapshot of this process's loop; the
   status socket, ``manage.py loopstatus`` and ``urls`` (the staff page) show it.
 * ``signals``: ``loop_started``, ``loop_stopping``, ``loop_stopped``.
-* ``conf`` and ``checks``: the ``LOOPTOKEN`` setting and its system checks.
+* ``conf`` and ``checks``: the ``LOOPTOKEN`` setting, its validation, and the
+  system checks that wrap it.
+* ``testing`` and ``pytest_plugin``: helpers and fixtures for a project's tests.
 * private modules (leading underscore): the runtime, one loop's life, the
-  blocking call, thread-sensitive hand-back, backends, the shutdown sequence.
+  blocking call, thread-sensitive hand-back, backends, the shutdown sequence,
+  process hooks, the status report; docs/internals.md lists each one's job.
 """
 
 from django_looptoken._status import status
