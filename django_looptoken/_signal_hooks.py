@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from django_looptoken._runtime import runtime
+from django_looptoken._uvicorn import forget_captured_signal
 
 logger = logging.getLogger("django_looptoken")
 
@@ -53,6 +54,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
     if callable(previous):
         previous(signum, frame)
+        forget_captured_signal(previous, signum)
         return
     logger.info("%s: exiting after the shared loop drains.", signal.Signals(signum).name)
     sys.exit(128 + signum)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -42,3 +43,30 @@ def test_an_async_view_under_uvicorn_reuses_its_loops_resource_closed_at_ctrl_c(
     assert f"pool_closed {pool} {loop}" in log, log
     for noise in NOISE:
         assert noise not in server.stderr()
+
+
+def test_uvicorn_workers_drain_protected_work_on_sigterm(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
+    server = launcher.launch(
+        "uvicorn",
+        [*command, "--workers", "2", "tests.asgi:application"],
+        port=port,
+        settings="tests.integration.lifecycle_settings",
+        extra_env={"LOOPTOKEN_TEST_MARKERS": str(markers)},
+    )
+    names = [f"job{n}" for n in range(6)]
+    with httpx.Client(base_url=server.url, timeout=30) as client, ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda name: client.get(f"lifecycle/drain/{name}/"), names))
+    assert all(answer.status_code == 200 for answer in answers)
+    # Each job finishes 0.5 s after its response: the workers must wait for it.
+    # uvicorn re-raises SIGTERM after its graceful shutdown; without the app's
+    # answer to that, the default action kills each worker before its drain.
+    stop(server, signal.SIGTERM, timeout=30)
+    assert sorted(path.name for path in markers.glob("done-*")) == [f"done-{n}" for n in names]
+    for noise in NOISE:
+        assert noise not in server.stderr(), server.stderr()
