@@ -1,21 +1,35 @@
-"""Fixtures shared by the tests: the backend matrix and a leak check."""
+"""Fixtures shared by the tests: the backend matrix, a loop held for the test,
+a status directory of the test's own, and a leak check."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
 
 BACKENDS = ["asyncio", "uvloop"]
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test runs once per loop backend, unless marked ``one_backend``."""
+    if "backend" in metafunc.fixturenames and not metafunc.definition.get_closest_marker(
+        "one_backend"
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
 def backend(request: pytest.FixtureRequest, settings: Any) -> str:
-    """Run the test once per loop backend, with AUTOSTART off."""
+    """The loop backend of this run, with AUTOSTART off; a ``one_backend`` test
+    keeps the project's settings as they are."""
+    if not hasattr(request, "param"):
+        return str(getattr(settings, "LOOPTOKEN", {}).get("BACKEND", "default"))
     settings.LOOPTOKEN = {"AUTOSTART": False, "BACKEND": request.param}
     return str(request.param)
 
@@ -28,6 +42,21 @@ def looptoken_settings(settings: Any, backend: str) -> Any:
         settings.LOOPTOKEN = {**settings.LOOPTOKEN, **values}
 
     return update
+
+
+@pytest.fixture
+def token() -> Iterator[looptoken.LoopToken]:
+    """The shared loop, running for the whole test."""
+    with looptoken.start_loop() as held:
+        yield held
+
+
+@pytest.fixture
+def status_dir(looptoken_settings: Any, tmp_path: Path) -> Path:
+    """The test's own status directory (``STATUS_DIR``; not created yet)."""
+    path = tmp_path / "status"
+    looptoken_settings(STATUS_DIR=str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)

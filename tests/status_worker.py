@@ -29,9 +29,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.processes import DEADLINE_S
+
 ROOT = Path(__file__).resolve().parents[1]
-# Bounds failures only: a worker answers within milliseconds when all is well.
-DEADLINE_SECONDS = 30.0
 
 
 def _configure() -> None:
@@ -90,7 +90,7 @@ class LineReader:
 
     def read_line(self) -> str:
         """The next line of output (fails the test at the deadline or at exit)."""
-        deadline = time.monotonic() + DEADLINE_SECONDS
+        deadline = time.monotonic() + DEADLINE_S
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
             assert remaining > 0, "the child process did not write a line in time"
@@ -129,7 +129,7 @@ class Worker:
         if self.process.stdin is not None and not self.process.stdin.closed:
             self.process.stdin.close()
         try:
-            return self.process.wait(DEADLINE_SECONDS)
+            return self.process.wait(DEADLINE_S)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
@@ -164,7 +164,7 @@ def silent_processes(status_dir: Path | str, count: int, project: str) -> Iterat
     paths: list[Path] = []
     try:
         for _ in range(count):
-            sleepers.append(subprocess.Popen(["sleep", str(int(DEADLINE_SECONDS * 2))]))
+            sleepers.append(subprocess.Popen(["sleep", str(int(DEADLINE_S * 2))]))
             path = socket_of(status_dir, sleepers[-1].pid, project)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listeners.append(listener)
@@ -223,7 +223,7 @@ def manage(
         env=worker_env(status_dir, **overrides),
         capture_output=True,
         text=True,
-        timeout=DEADLINE_SECONDS * 2,
+        timeout=DEADLINE_S * 2,
         check=False,
     )
 

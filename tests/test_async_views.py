@@ -19,8 +19,6 @@ from django_looptoken import _async_views
 from django_looptoken._runtime import State, runtime
 from tests.testapp.models import Item
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 ASYNC_MIDDLEWARE = "tests.testapp.views.AsyncOnlyMiddleware"
 
 

@@ -11,7 +11,6 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,21 +24,17 @@ from django_looptoken._call import Call
 from django_looptoken._runtime import State, runtime
 from tests.testapp.models import Item
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
-
-
-@pytest.fixture
-def token() -> Iterator[looptoken.LoopToken]:
-    with looptoken.start_loop() as held:
-        yield held
 
 
 @pytest.fixture(params=["direct", "generic"])
 def context_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways of moving a context between threads: touching asgiref's
-    variables directly (its known layout) and going through its Local API."""
+    variables directly (its known layout) and going through its Local API.
+
+    Private on purpose: the two paths behave the same in public, and the
+    installed asgiref decides which one runs; forcing the other is the only
+    way to keep the fallback tested."""
     if request.param == "generic":
         monkeypatch.setattr(_handback, "_DIRECT", False)
     else:
@@ -62,7 +57,11 @@ def _wake_every_caller_with(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(params=["lock", "eventfd", "pipe"])
 def waker_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every way a waiting caller is woken, whether or not it is alone: a lock,
-    its thread's eventfd (Linux), its thread's pipe (elsewhere)."""
+    its thread's eventfd (Linux), its thread's pipe (elsewhere).
+
+    Private on purpose: the wake-up is invisible in public (every kind gives
+    the same results), and the platform picks one; forcing each kind is the
+    only way to test the others here."""
     _wake_every_caller_with(request.param, monkeypatch)
     return str(request.param)
 
@@ -341,7 +340,10 @@ def test_a_caller_alone_gets_its_threads_descriptor_waker_others_a_lock(
     token: looptoken.LoopToken, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Alone, a caller is woken with the GIL (fewer context switches); while
-    other calls wait too, the loop thread keeps the GIL to serve them on."""
+    other calls wait too, the loop thread keeps the GIL to serve them on.
+
+    Private on purpose: the choice shows in public only as speed
+    (bench/bench_await.py), which a test must not time."""
     picked: list[str] = []
     real_pick = _call.pick_waker
 
@@ -373,6 +375,9 @@ def test_a_caller_alone_gets_its_threads_descriptor_waker_others_a_lock(
 def test_a_caller_alone_without_descriptors_to_spare_is_woken_by_a_lock(
     token: looptoken.LoopToken, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Private on purpose: running a process out of descriptors to show it in
+    public would take every other test's descriptors with it."""
+
     def no_descriptors_left() -> _waiting.DescriptorWaker:
         raise OSError(24, "Too many open files")
 
@@ -588,6 +593,8 @@ def test_a_cancel_before_the_tasks_first_step_still_reaches_the_caller(
 
 
 def test_callers_arriving_together_share_one_loop_wake_up(token: looptoken.LoopToken) -> None:
+    """Private on purpose: one wake-up for many callers shows in public only as
+    speed (bench/bench_await.py), which a test must not time."""
     run = runtime().current_run
     assert run is not None
     release_loop = threading.Event()

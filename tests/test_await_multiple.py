@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,13 +11,7 @@ from asgiref.sync import sync_to_async
 
 import django_looptoken as looptoken
 
-pytestmark = pytest.mark.usefixtures("backend")
-
-
-@pytest.fixture(autouse=True)
-def token() -> Iterator[looptoken.LoopToken]:
-    with looptoken.start_loop() as held:
-        yield held
+pytestmark = pytest.mark.usefixtures("token")
 
 
 def test_runs_concurrently() -> None:

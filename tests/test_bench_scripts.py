@@ -16,6 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+# One run: each benchmark picks the backends it compares.
+pytestmark = pytest.mark.one_backend
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "feature_table.py"
 

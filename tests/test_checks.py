@@ -29,6 +29,9 @@ from django_looptoken.checks import check_looptoken_settings, check_middleware
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.signals import loop_started
 
+# One run: checks validate settings and start no loop; the backend is a setting they check.
+pytestmark = pytest.mark.one_backend
+
 
 def run_checks() -> list[CheckMessage]:
     """The messages the registered LOOPTOKEN check gives for the current settings."""
@@ -420,6 +423,8 @@ class MyCommonMiddleware(CommonMiddleware):
     """A project's own CommonMiddleware: it replaces responses just the same."""
 
 
+# Closing a response closes old database connections: a test before this one may have left one.
+@pytest.mark.django_db
 def test_w006_is_real_common_middleware_above_leaves_the_token_held(settings: Any) -> None:
     """What W006 warns of: CommonMiddleware above turns the 404 that carries
     the token's release into a redirect, and nobody closes the 404."""

@@ -20,7 +20,7 @@ Contributing to the docs: the conventions this file enforces.
   ``/weather``, ``/news`` and ``/slow?seconds=S``), ``REDIS_URL`` and
   ``POSTGRES_DSN`` from the environment. A file that names one of them gets
   that server, started once for the session on a free 127.0.0.1 port and
-  stopped by its pid at the end (tests/docs_support/servers.py).
+  stopped by its pid at the end (tests.support.services.py).
   ``make services`` installs Debian's redis-server and PostgreSQL.
 * Settings blocks are checked against Django: the ``INSTALLED_APPS`` and
   ``MIDDLEWARE`` entries import, ``LOOPTOKEN`` passes the system checks, and
@@ -60,8 +60,11 @@ from django.utils.module_loading import import_string
 import django_looptoken
 from django_looptoken import checks, conf
 from django_looptoken.conf import DEFAULTS
-from tests.docs_support.blocks import Block, blocks
-from tests.docs_support.servers import postgres_server, redis_server, upstream
+from tests.support.doc_blocks import Block, blocks
+from tests.support.services import postgres_server, redis_server, upstream
+
+# One run: each recipe runs in a project of its own, with the backend its settings name.
+pytestmark = pytest.mark.one_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = ["README.md", *(f"docs/{path.name}" for path in sorted((ROOT / "docs").glob("*.md")))]

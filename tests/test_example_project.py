@@ -26,7 +26,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.support.processes import free_port
+
+# One run: the example project runs in servers of its own, with its own settings.
+pytestmark = pytest.mark.one_backend
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 NOISE = ("Traceback", "ResourceWarning", "was never awaited", "Task was destroyed")
@@ -341,6 +344,7 @@ def test_setupdemo_runs_again_without_harm(example: Example) -> None:
         """
 from django.contrib.auth.models import User
 from dashboard.models import Panel
+
 emit(users=list(User.objects.values_list("username", "is_staff")), panels=Panel.objects.count(),
      login=client.login(username="demo", password="looptoken"))
 """

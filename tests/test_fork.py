@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import pytest
@@ -32,9 +32,9 @@ import pytest
 import django_looptoken as looptoken
 from django_looptoken import _waiting
 from django_looptoken._runtime import State, runtime
+from tests.support.processes import wait_until
 
 pytestmark = [
-    pytest.mark.usefixtures("backend"),
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()"),
 ]
 
@@ -153,24 +153,27 @@ def _loop_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "looptoken-loop"]
 
 
+def _in_epoll_wait(native_id: int) -> bool:
+    """Whether the thread is asleep in ``epoll_wait`` (Linux's ``wchan``)."""
+    with open(f"/proc/self/task/{native_id}/wchan") as wchan:
+        return "epoll" in wchan.read()
+
+
 def _assert_wakes_up(loop: asyncio.AbstractEventLoop, times: int = 5) -> None:
     """``call_soon_threadsafe`` reaches an idle loop: its self-pipe still works.
 
-    The short sleep lets the loop go idle in its selector first, so the
-    callback can only reach it through the self-pipe (not a condition wait).
+    Each time, the loop thread is first seen asleep in its selector, so the
+    callback can only reach it through the self-pipe.
     """
+    (thread,) = _loop_threads()
+    assert thread.native_id is not None
+    native_id = thread.native_id
     woke = threading.Event()
     for _ in range(times):
         woke.clear()
-        time.sleep(0.02)
+        wait_until(lambda: _in_epoll_wait(native_id), "the loop to sleep in its selector")
         loop.call_soon_threadsafe(woke.set)
         assert woke.wait(5), "an idle parent loop did not wake up for call_soon_threadsafe"
-
-
-@pytest.fixture
-def token() -> Iterator[looptoken.LoopToken]:
-    with looptoken.start_loop() as held:
-        yield held
 
 
 # -- tests ------------------------------------------------------------------------

@@ -24,17 +24,9 @@ from tests.status_worker import (
     socket_of,
     worker_env,
 )
+from tests.support.processes import DEADLINE_S
 
-DEADLINE = 30.0
 WATCH = ("loopstatus", "--watch", "0.2")
-
-
-@pytest.fixture
-def status_dir(settings: Any, tmp_path: Path) -> Path:
-    """This test's own status directory, for this process and its workers."""
-    path = tmp_path / "status"
-    settings.LOOPTOKEN = {**settings.LOOPTOKEN, "STATUS_DIR": str(path)}
-    return path
 
 
 def loopstatus(*args: str) -> tuple[str, str]:
@@ -107,6 +99,7 @@ def test_silent_processes_of_other_projects_only_with_all(status_dir: Path) -> N
     assert set(rows_by_pid(everything)) == {ours, *theirs}
 
 
+@pytest.mark.one_backend  # it shows the project's default settings
 def test_with_nothing_running_it_says_what_would_start(status_dir: Path) -> None:
     out, err = loopstatus()
     assert f"No live process of project tests.settings serves a status in {status_dir}" in out
@@ -202,7 +195,7 @@ def test_watch_refreshes_until_ctrl_c(status_dir: Path) -> None:
                 if line.startswith(str(worker.pid)):
                     assert "running" in line
             process.send_signal(signal.SIGINT)
-            assert process.wait(DEADLINE) == 0
+            assert process.wait(DEADLINE_S) == 0
         finally:
             if process.poll() is None:
                 process.kill()
@@ -221,7 +214,7 @@ def test_the_table_follows_tasks_as_they_come_and_go(status_dir: Path) -> None:
         worker.tell("hold 4", "held")
         during = rows_by_pid(loopstatus()[0])[worker.pid]
         worker.tell("release", "released")
-        deadline = time.monotonic() + DEADLINE
+        deadline = time.monotonic() + DEADLINE_S
         while (after := rows_by_pid(loopstatus()[0])[worker.pid])[6] != "0":
             assert time.monotonic() < deadline, "the tasks did not finish"
             time.sleep(0.02)

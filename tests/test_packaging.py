@@ -8,6 +8,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+# One run: builds and inspects the wheel; no loop runs.
+pytestmark = pytest.mark.one_backend
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
 

@@ -23,7 +23,7 @@ import pytest
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import runtime
-from tests.integration.conftest import NOISE
+from tests.support.processes import NOISE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +198,6 @@ def _kill_the_loop_thread() -> None:
     raise SystemExit("simulated crash")  # asyncio lets SystemExit out of run_forever
 
 
-@pytest.mark.usefixtures("backend")
 def test_a_dead_loop_thread_is_logged_callers_hear_and_the_next_start_replaces_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

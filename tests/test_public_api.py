@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 import django_looptoken as looptoken
+
+# One run: inspects the public names; no loop runs.
+pytestmark = pytest.mark.one_backend
 
 PUBLIC = {
     "LoopResource",

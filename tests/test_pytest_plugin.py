@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs_support.blocks import blocks
-from tests.docs_support.servers import postgres_server
+from tests.support.doc_blocks import blocks
+from tests.support.services import postgres_server
+
+# One run: pytester runs projects of their own, each with its own settings.
+pytestmark = pytest.mark.one_backend
 
 pytest_plugins = ["pytester"]
 
@@ -337,6 +340,7 @@ POSTGRES_SETTINGS = """\
 from urllib.parse import urlsplit
 
 from shop.settings import *  # noqa: F403
+
 
 _url = urlsplit({dsn!r})
 DATABASES = {{

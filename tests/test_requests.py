@@ -20,8 +20,6 @@ from django_looptoken._runtime import State, runtime
 from tests.testapp import debug_page, views
 from tests.testapp.models import Item
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 
 @pytest.fixture
 def client() -> Client:

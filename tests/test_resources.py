@@ -15,8 +15,6 @@ from aiohttp import web
 
 import django_looptoken as looptoken
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 
 class Pool:
     """Stands for a connection pool bound to the loop it was made on."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,7 +12,6 @@ from django_looptoken.resources import LoopResource
 from tests.test_fork import Report, in_child
 
 pytestmark = [
-    pytest.mark.usefixtures("backend"),
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()"),
 ]
 
@@ -31,12 +29,6 @@ class Pool:
 
 async def _get(resource: LoopResource[Pool]) -> Pool:
     return resource.get()
-
-
-@pytest.fixture
-def token() -> Iterator[looptoken.LoopToken]:
-    with looptoken.start_loop() as held:
-        yield held
 
 
 def test_a_forked_child_gets_a_fresh_instance_and_leaves_the_parents_alone(

@@ -16,8 +16,6 @@ from django_looptoken import _shutdown, signals
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import State, runtime
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 
 @pytest.fixture
 def events() -> Iterator[list[str]]:

@@ -9,7 +9,7 @@ import gc
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -21,16 +21,8 @@ import django_looptoken as looptoken
 from tests.testapp.fds import database_fds
 from tests.testapp.models import Item
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 _T = TypeVar("_T")
 _REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
-
-
-@pytest.fixture
-def token() -> Iterator[looptoken.LoopToken]:
-    with looptoken.start_loop() as held:
-        yield held
 
 
 def test_the_task_sees_the_spawners_context_and_keeps_its_own_changes(

@@ -13,7 +13,7 @@ import platform
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,8 @@ import django_looptoken as looptoken
 from django_looptoken import _status
 from django_looptoken._runtime import runtime
 from tests import loop_factories
+from tests.support.processes import DEADLINE_S, wait_until
 from tests.test_fork import in_child
-
-pytestmark = pytest.mark.usefixtures("backend")
 
 FIELDS = {
     "pid",
@@ -46,8 +45,6 @@ FIELDS = {
     "python",
     "django",
 }
-# Bounds failures only (2 shared cores): a passing test is done well before.
-DEADLINE = 20.0
 
 
 @pytest.fixture(autouse=True)
@@ -56,20 +53,6 @@ def own_status_dir(looptoken_settings: Any, tmp_path: Path) -> Path:
     status_dir = tmp_path / "status"
     looptoken_settings(STATUS_DIR=str(status_dir))
     return status_dir
-
-
-@pytest.fixture
-def token() -> Iterator[looptoken.LoopToken]:
-    with looptoken.start_loop() as token:
-        yield token
-
-
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    """Poll ``condition`` until true; fail at the deadline."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
@@ -110,14 +93,14 @@ def test_tokens_and_tasks_follow_what_is_held(token: looptoken.LoopToken) -> Non
     futures = [looptoken.spawn(gate.wait()) for _ in range(3)]
     extra = looptoken.start_loop()
     try:
-        wait_for(lambda: looptoken.status()["tasks"] == 3, "three pending tasks")
+        wait_until(lambda: looptoken.status()["tasks"] == 3, "three pending tasks")
         assert looptoken.status()["tokens"] == 2
     finally:
         extra.release()
         looptoken.get_loop().call_soon_threadsafe(gate.set)
     for future in futures:
-        future.result(timeout=DEADLINE)
-    wait_for(lambda: looptoken.status()["tasks"] == 0, "no pending task")
+        future.result(timeout=DEADLINE_S)
+    wait_until(lambda: looptoken.status()["tasks"] == 0, "no pending task")
     assert looptoken.status()["tokens"] == 1
 
 
@@ -173,7 +156,7 @@ def test_a_process_that_forks_is_a_master_and_its_children_workers() -> None:
 
 def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None:
     probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
-    wait_for(lambda: probe.beats >= 2, "two probe ticks")
+    wait_until(lambda: probe.beats >= 2, "two probe ticks")
     lag = looptoken.status()["lag_ms"]
     assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
 
@@ -181,7 +164,7 @@ def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None
         time.sleep(0.3)  # noqa: ASYNC251 - holds the loop: the next tick is that late
 
     looptoken.await_(block())
-    wait_for(lambda: looptoken.status()["lag_ms"]["max"] >= 150, "the late tick")
+    wait_until(lambda: looptoken.status()["lag_ms"]["max"] >= 150, "the late tick")
     assert looptoken.status()["lag_ms"]["p50"] < 150  # one late tick among many
 
 
@@ -189,19 +172,19 @@ def _on_loop_thread(read: Callable[[], Any]) -> Any:
     """``read()`` run by the loop thread between two callbacks (no task made)."""
     result: concurrent.futures.Future[Any] = concurrent.futures.Future()
     looptoken.get_loop().call_soon_threadsafe(lambda: result.set_result(read()))
-    return result.result(DEADLINE)
+    return result.result(DEADLINE_S)
 
 
 def test_the_probe_of_a_loop_without_tasks_ticks_slowly(token: looptoken.LoopToken) -> None:
     probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
-    wait_for(lambda: probe.idle, "a tick that finds no task")
+    wait_until(lambda: probe.idle, "a tick that finds no task")
     last_tick, step = _on_loop_thread(lambda: (probe._samples[-1][0], probe.due))
     assert step - last_tick == pytest.approx(_status.IDLE_INTERVAL)
 
 
 def test_a_new_task_brings_the_fast_interval_back(token: looptoken.LoopToken) -> None:
     probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
-    wait_for(lambda: probe.idle, "a tick that finds no task")
+    wait_until(lambda: probe.idle, "a tick that finds no task")
 
     async def seen_from_the_task() -> tuple[bool, float]:
         return probe.idle, probe.due - time.monotonic()
@@ -222,7 +205,7 @@ def test_a_task_factory_the_loop_had_still_makes_its_tasks(looptoken_settings: A
     with looptoken.start_loop():
         loop = looptoken.get_loop()
         probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
-        wait_for(lambda: probe.idle, "a tick that finds no task")
+        wait_until(lambda: probe.idle, "a tick that finds no task")
         before = len(loop_factories.traced)
         assert looptoken.await_(through_the_loops_own_factory()) is False  # woke the probe
         assert len(loop_factories.traced) > before  # await_'s task went through it
@@ -247,7 +230,7 @@ def test_waking_the_probe_keeps_nothing_of_the_callers_context(
     token: looptoken.LoopToken,
 ) -> None:
     probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
-    wait_for(lambda: probe.idle, "a tick that finds no task")
+    wait_until(lambda: probe.idle, "a tick that finds no task")
     marker = contextvars.Context().run(_await_with_a_marker_in_context)
     gc.collect()
     assert marker() is None
@@ -286,7 +269,7 @@ def test_a_slow_callback_is_counted_and_logged_with_its_name(
     with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
         before = looptoken.status()["slow_callbacks"]
         looptoken.await_(sleepy_coroutine(0.5))
-        wait_for(lambda: records(caplog, "was blocked for"), "the slow callback's log")
+        wait_until(lambda: records(caplog, "was blocked for"), "the slow callback's log")
         assert looptoken.status()["slow_callbacks"] >= before + 1
     (record, *_) = records(caplog, "was blocked for")
     assert record.levelno == logging.WARNING
@@ -304,12 +287,12 @@ def test_a_loop_blocked_right_after_idling_counts_a_slow_callback(
     with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
         monitor = _status._monitors[runtime().current_run]  # type: ignore[index]
         probe, watcher = monitor.probe, monitor.watcher
-        wait_for(
+        wait_until(
             lambda: probe.idle and watcher.next_look == probe.due + 0.1,
             "the probe idling, and the watcher sleeping until its idle tick",
         )
         looptoken.await_(sleepy_coroutine(0.4))
-        wait_for(lambda: records(caplog, "was blocked for"), "the slow callback's log")
+        wait_until(lambda: records(caplog, "was blocked for"), "the slow callback's log")
         assert looptoken.status()["slow_callbacks"] >= 1
 
 
@@ -328,7 +311,7 @@ def test_the_watchdog_logs_the_stack_of_a_stalled_loop_once(
     looptoken_settings(SLOW_CALLBACK_DURATION=0.1, WATCHDOG_SECONDS=0.4)
     with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
         looptoken.await_(sleepy_coroutine(1.5))  # a stall of well over 0.4 s
-        wait_for(lambda: records(caplog, "was blocked for"), "the end of the stall")
+        wait_until(lambda: records(caplog, "was blocked for"), "the end of the stall")
     (stall,) = records(caplog, "has not run for")
     assert stall.levelno == logging.ERROR
     message = stall.getMessage()
@@ -348,7 +331,7 @@ def test_the_watchdog_can_be_turned_off(
     looptoken_settings(SLOW_CALLBACK_DURATION=0.1, WATCHDOG_SECONDS=None)
     with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
         looptoken.await_(sleepy_coroutine(0.6))
-        wait_for(lambda: records(caplog, "was blocked for"), "the slow callback's log")
+        wait_until(lambda: records(caplog, "was blocked for"), "the slow callback's log")
     assert not records(caplog, "has not run for")
 
 
@@ -378,7 +361,7 @@ def test_status_from_another_thread_while_tasks_change(token: looptoken.LoopToke
             looptoken.await_multiple([asyncio.sleep(0) for _ in range(5)])
     finally:
         stop.set()
-        thread.join(DEADLINE)
+        thread.join(DEADLINE_S)
     assert seen
     assert all(count >= 0 for count in seen)
 
@@ -390,10 +373,10 @@ def test_state_is_stopping_during_the_shutdown_sequence() -> None:
     stopper = threading.Thread(target=token.release)  # returns once the loop is closed
     stopper.start()
     try:
-        wait_for(lambda: looptoken.status()["state"] == "stopping", "the stopping state")
+        wait_until(lambda: looptoken.status()["state"] == "stopping", "the stopping state")
     finally:
         looptoken.get_loop().call_soon_threadsafe(release.set)
-        stopper.join(DEADLINE)
+        stopper.join(DEADLINE_S)
     assert looptoken.status()["state"] == "stopped"
 
 

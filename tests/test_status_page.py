@@ -170,6 +170,7 @@ def test_staff_get_json(staff: Client, worker: Worker, page_settings: Path) -> N
     assert process["tasks"] == 2
 
 
+@pytest.mark.one_backend  # it shows the project's default settings
 def test_with_nothing_running_the_page_says_what_would_start(staff: Client, settings: Any) -> None:
     # Without the middleware (and AUTOSTART off) not even this process runs a loop.
     settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "looptoken" not in m]

@@ -12,7 +12,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,10 @@ import django_looptoken as looptoken
 from django_looptoken import _status_socket
 from django_looptoken._status_socket import ask, collect
 from tests.status_worker import socket_of
+from tests.support.processes import DEADLINE_S, wait_until
 from tests.test_fork import in_child
 
-pytestmark = pytest.mark.usefixtures("backend")
-
-DEADLINE = 20.0
 FOREIGN_UID = 4242
-
-
-@pytest.fixture
-def status_dir(looptoken_settings: Any, tmp_path: Path) -> Path:
-    """The test's own status directory (not created yet)."""
-    path = tmp_path / "status"
-    looptoken_settings(STATUS_DIR=str(path))
-    return path
 
 
 @pytest.fixture
@@ -43,22 +33,14 @@ def served(status_dir: Path) -> Iterator[Path]:
     """A running loop; yields its status socket once it listens."""
     with looptoken.start_loop():
         path = socket_of(status_dir, os.getpid())
-        wait_for(path.exists, "the status socket")
+        wait_until(path.exists, "the status socket")
         yield path
-
-
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    """Poll ``condition`` until true; fail at the deadline."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def exchange(path: Path, payload: bytes, *, half_close: bool = False) -> bytes:
     """Send ``payload``, optionally half-close, and read until the server closes."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(DEADLINE)
+        sock.settimeout(DEADLINE_S)
         sock.connect(str(path))
         sock.sendall(payload)
         if half_close:
@@ -98,7 +80,7 @@ def test_dir_is_0700_and_socket_0600_owned_by_us(served: Path, status_dir: Path)
 def test_the_socket_is_removed_when_the_loop_stops(status_dir: Path) -> None:
     with looptoken.start_loop():
         path = socket_of(status_dir, os.getpid())
-        wait_for(path.exists, "the status socket")
+        wait_until(path.exists, "the status socket")
     assert not path.exists()
     assert os.listdir(status_dir) == []
 
@@ -107,7 +89,7 @@ def test_a_restarted_loop_serves_again(status_dir: Path) -> None:
     path = socket_of(status_dir, os.getpid())
     for _ in range(2):
         with looptoken.start_loop():
-            wait_for(path.exists, "the status socket")
+            wait_until(path.exists, "the status socket")
             assert ask(str(path))["state"] == "running"
         assert not path.exists()
 
@@ -146,7 +128,7 @@ def test_an_unsafe_dir_is_refused_and_the_loop_still_runs(
         expected = "owned by uid 0"
     looptoken_settings(STATUS_DIR=str(path))
     with caplog.at_level(logging.ERROR, logger="django_looptoken"), looptoken.start_loop():
-        wait_for(lambda: caplog.records, "the refusal")
+        wait_until(lambda: caplog.records, "the refusal")
         assert looptoken.await_(asyncio.sleep(0, "still runs")) == "still runs"
     (record,) = caplog.records
     assert "The status socket is off" in record.getMessage()
@@ -213,11 +195,11 @@ def test_a_silent_client_is_dropped_after_the_request_time(
 ) -> None:
     monkeypatch.setattr(_status_socket, "REQUEST_SECONDS", 0.2)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(DEADLINE)
+        sock.settimeout(DEADLINE_S)
         sock.connect(str(served))
         started = time.monotonic()
         assert sock.recv(1) == b""  # closed by the server, without an answer
-        assert time.monotonic() - started < DEADLINE / 2
+        assert time.monotonic() - started < DEADLINE_S / 2
 
 
 def test_hostile_barrage_then_status_and_await_still_work(
@@ -228,7 +210,7 @@ def test_hostile_barrage_then_status_and_await_still_work(
 
     def connect() -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(DEADLINE)
+        sock.settimeout(DEADLINE_S)
         sock.connect(str(served))
         return sock
 
@@ -244,13 +226,13 @@ def test_hostile_barrage_then_status_and_await_still_work(
         # Many connections at once, all silent: more than the server serves at a time.
         crowd = [connect() for _ in range(_status_socket.MAX_CONNECTIONS + 16)]
         try:
-            wait_for(lambda: _connections() == _status_socket.MAX_CONNECTIONS, "a full house")
+            wait_until(lambda: _connections() == _status_socket.MAX_CONNECTIONS, "a full house")
             # The loop still does other work meanwhile.
-            assert looptoken.await_(asyncio.sleep(0, "busy?"), timeout=DEADLINE) == "busy?"
+            assert looptoken.await_(asyncio.sleep(0, "busy?"), timeout=DEADLINE_S) == "busy?"
         finally:
             for sock in crowd:
                 sock.close()
-        wait_for(lambda: _connections() == 0, "the crowd to be dropped")
+        wait_until(lambda: _connections() == 0, "the crowd to be dropped")
         # Random bytes, with and without a newline, some longer than the limit.
         for round_ in range(30):
             junk = rng.randbytes(rng.randrange(1, 2 * limit)) + b"\n" * (round_ % 2)
@@ -276,8 +258,8 @@ def test_hostile_barrage_then_status_and_await_still_work(
             assert "empty request" in error_of(drain(sock))
             sock.close()
         assert ask(str(served))["state"] == "running"
-        assert looptoken.await_(asyncio.sleep(0, "fine"), timeout=DEADLINE) == "fine"
-        wait_for(lambda: _connections() == 0, "every hostile connection to be gone")
+        assert looptoken.await_(asyncio.sleep(0, "fine"), timeout=DEADLINE_S) == "fine"
+        wait_until(lambda: _connections() == 0, "every hostile connection to be gone")
     assert not loop_errors(caplog), [r.getMessage() for r in loop_errors(caplog)]
 
 
@@ -299,7 +281,7 @@ def test_a_forked_child_serves_its_own_socket_and_leaves_the_parents(served: Pat
     def child() -> dict[str, Any]:
         with looptoken.start_loop():
             own = socket_of(status_dir, os.getpid())
-            wait_for(own.exists, "the child's socket")
+            wait_until(own.exists, "the child's socket")
             answer = ask(str(own))
             parents = ask(str(served))
         return {
@@ -401,15 +383,15 @@ def test_collect_reports_a_process_whose_loop_is_blocked(
 
     async def block() -> None:
         blocking.set()
-        release.wait(DEADLINE)
+        release.wait(DEADLINE_S)
 
     blocked = looptoken.spawn(block())
     try:
-        assert blocking.wait(DEADLINE)  # else the loop may answer before it blocks
+        assert blocking.wait(DEADLINE_S)  # else the loop may answer before it blocks
         listing = collect(str(served.parent))
     finally:
         release.set()
-    blocked.result(timeout=DEADLINE)
+    blocked.result(timeout=DEADLINE_S)
     assert listing.processes == []
     ((pid, why),) = listing.silent
     assert pid == os.getpid()

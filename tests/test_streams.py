@@ -21,8 +21,6 @@ import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
 from django_looptoken.middleware import LoopTokenMiddleware
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 WAIT_S = 10  # a bound on failure, not a speed target
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")

@@ -20,8 +20,6 @@ import django_looptoken as looptoken
 from django_looptoken import signals
 from django_looptoken._runtime import State, runtime
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 JOIN_SECONDS = 15.0
 BARRIER_SECONDS = 10.0
 

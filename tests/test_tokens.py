@@ -12,8 +12,6 @@ import django_looptoken as looptoken
 from django_looptoken import signals
 from django_looptoken._runtime import State, runtime
 
-pytestmark = pytest.mark.usefixtures("backend")
-
 
 def test_score_asyncio_ten_tokens() -> None:
     """The behaviour score.asyncio documents, as written."""

@@ -1,2 +1,1 @@
-"""What tests/test_docs.py needs: Markdown code blocks, and the real servers
-the recipes talk to (an aiohttp upstream, redis-server, PostgreSQL)."""
+"""Old import path of ``tests.support``, kept while in-flight branches land."""

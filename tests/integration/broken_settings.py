@@ -4,7 +4,8 @@ environment: the broken-settings tests give it a typo or a bad BACKEND."""
 import json
 import os
 
-from tests.settings import *  # noqa: F403
+from tests.integration.server_settings import *  # noqa: F403
+from tests.integration.server_settings import looptoken_logging
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -36,13 +37,5 @@ TEMPLATES = [
     }
 ]
 ROOT_URLCONF = "tests.integration.broken_urls"
-ALLOWED_HOSTS = ["127.0.0.1"]
 LOOPTOKEN = json.loads(os.environ["LOOPTOKEN_TEST_SETTING"])
-LOGGING_CONFIG = "logging.config.dictConfig"
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"pid": {"format": "%(levelname)s pid=%(process)d %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "pid"}},
-    "loggers": {"django_looptoken": {"handlers": ["stderr"], "level": "DEBUG"}},
-}
+LOGGING = looptoken_logging("DEBUG", "%(levelname)s pid=%(process)d %(message)s")

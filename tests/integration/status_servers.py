@@ -25,11 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Launcher, Server
 from tests.status_worker import manage
+from tests.support.processes import DEADLINE_S, Launcher, Server
 
 SETTINGS = "tests.integration.status_settings"
-DEADLINE = 60.0
 
 
 @dataclass
@@ -53,7 +52,7 @@ class StatusServer:
 
     def wait_for_workers(self, count: int) -> list[dict[str, Any]]:
         """``processes()`` once it lists ``count`` workers (each loads the app as it boots)."""
-        deadline = time.monotonic() + DEADLINE
+        deadline = time.monotonic() + DEADLINE_S
         while len(processes := self.processes()) != count:
             assert time.monotonic() < deadline, f"{count} workers never listed: {processes}"
         return processes
@@ -96,12 +95,12 @@ def held_requests(server: StatusServer, tmp_path: Path, count: int) -> Iterator[
     url = f"{server.server.url}status-test/hold/?socket={path}"
     with (
         socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener,
-        httpx.Client(timeout=DEADLINE) as client,
+        httpx.Client(timeout=DEADLINE_S) as client,
         ThreadPoolExecutor(count) as pool,
     ):
         listener.bind(str(path))
         listener.listen(count)
-        listener.settimeout(DEADLINE)
+        listener.settimeout(DEADLINE_S)
         responses = [pool.submit(client.get, url) for _ in range(count)]
         connections: list[socket.socket] = []
         try:

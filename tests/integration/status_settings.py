@@ -11,7 +11,6 @@ from tests.integration.server_settings import *  # noqa: F403
 from tests.integration.server_settings import INSTALLED_APPS, LOOPTOKEN, MIDDLEWARE
 
 LOOPTOKEN = {**LOOPTOKEN, "STATUS_DIR": os.environ["LOOPTOKEN_TEST_STATUS_DIR"]}
-ALLOWED_HOSTS = ["127.0.0.1"]  # the login page checks the Host header
 INSTALLED_APPS = ["django.contrib.admin", "django.contrib.messages", *INSTALLED_APPS]
 MIDDLEWARE = [*MIDDLEWARE, "django.contrib.messages.middleware.MessageMiddleware"]
 TEMPLATES = [

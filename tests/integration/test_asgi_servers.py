@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import NOISE, Launcher, free_port, stop
+from tests.support.processes import NOISE, Launcher, free_port, stop
 from tests.testapp import events
 
-EVENTS = "tests.integration.events_settings"
+EVENTS = "tests.integration.requests_settings"  # with LOOPTOKEN_TEST_EVENTS
 
 
 def test_an_async_view_under_uvicorn_reuses_its_loops_resource_closed_at_ctrl_c(

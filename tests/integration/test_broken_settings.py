@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from tests.integration.conftest import Launcher, Server, free_port, stop
+from tests.support.processes import Launcher, Server, free_port, stop
 
 SETTINGS = "tests.integration.broken_settings"
 

@@ -27,10 +27,9 @@ from typing import IO, Any
 
 import httpx
 
-from tests.integration.conftest import NOISE, ROOT, free_port
+from tests.support.processes import DEADLINE_S, NOISE, ROOT, free_port
 
 EXAMPLE = ROOT / "example_project"
-DEADLINE = 90.0
 LOGIN = {"username": "demo", "password": "looptoken"}
 # gunicorn's own leak when it adopts a socket by fd (``--bind fd://``): Python's
 # development mode reports it once per master; nothing of the demo's.
@@ -54,17 +53,17 @@ class Output:
 
     def wait_for(self, text: str, process: subprocess.Popen[bytes]) -> None:
         """Until a line holds ``text``; fails if ``process`` exits first or at the deadline."""
-        deadline = time.monotonic() + DEADLINE
+        deadline = time.monotonic() + DEADLINE_S
         with self._changed:
             while not any(text in line for line in self.lines):
                 left = deadline - time.monotonic()
-                assert left > 0, f"no {text!r} within {DEADLINE} s:\n{self.text()}"
+                assert left > 0, f"no {text!r} within {DEADLINE_S} s:\n{self.text()}"
                 assert process.poll() is None, f"exited with {process.returncode}:\n{self.text()}"
                 self._changed.wait(min(left, 1.0))  # also notices an exit without output
 
     def close(self) -> str:
         """All of it, once every writer has closed the pipe."""
-        self._reader.join(DEADLINE)
+        self._reader.join(DEADLINE_S)
         assert not self._reader.is_alive(), "a child still holds the launcher's output open"
         return self.text()
 
@@ -148,7 +147,7 @@ def launched(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Out
         for pid in [process.pid, *seen]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        process.wait(DEADLINE)
+        process.wait(DEADLINE_S)
         process.stdout.close()
 
 
@@ -164,7 +163,7 @@ def log_in(client: httpx.Client) -> None:
 def workers(client: httpx.Client) -> list[dict[str, Any]]:
     """The status page's processes once it lists both workers (each lists
     itself when it has booted)."""
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + DEADLINE_S
     while True:
         listing = client.get("/looptoken/", params={"format": "json"})
         assert listing.status_code == 200
@@ -177,7 +176,7 @@ def workers(client: httpx.Client) -> list[dict[str, Any]]:
 
 def wait_until_in_flight(client: httpx.Client, request: Future[httpx.Response]) -> None:
     """Until a worker runs a task for ``request`` (the status page's own request runs none)."""
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + DEADLINE_S
     while True:
         assert not request.done(), f"finished too soon: {request.result()}"
         processes = client.get("/looptoken/", params={"format": "json"}).json()["processes"]
@@ -217,7 +216,7 @@ def test_demo_serves_the_example_then_ctrl_c_stops_everything(tmp_path: Path) ->
         (upstream,) = [pid for pid in started if "upstream.py" in command_line(pid)]
 
         site = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=site, timeout=DEADLINE) as client:
+        with httpx.Client(base_url=site, timeout=DEADLINE_S) as client:
             client.get("/")  # this connection's worker makes its pooled client
             dashboard = client.get("/")
             assert dashboard.status_code == 200
@@ -243,15 +242,15 @@ def test_demo_serves_the_example_then_ctrl_c_stops_everything(tmp_path: Path) ->
                 assert f"<td>{pid}</td>" in page
 
             with ThreadPoolExecutor(1) as pool:
-                late = pool.submit(httpx.get, f"{site}/sequential/", timeout=DEADLINE)
+                late = pool.submit(httpx.get, f"{site}/sequential/", timeout=DEADLINE_S)
                 wait_until_in_flight(client, late)
                 os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
                 # gunicorn drains it, and the upstream stops only after gunicorn.
-                finished = late.result(DEADLINE)
+                finished = late.result(DEADLINE_S)
         assert finished.status_code == 200
         assert finished.text.count('<section class="card"') == 4
         assert 'class="error"' not in finished.text
-        assert launcher.wait(DEADLINE) == 0
+        assert launcher.wait(DEADLINE_S) == 0
         log = output.close()
         for pid in (master, upstream, *pids):
             assert gone(pid), f"{command_line(pid)} (pid {pid}) outlived the demo"
@@ -280,7 +279,7 @@ def test_demo_says_so_when_its_port_is_taken(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         env = demo_env(tmp_path, port, free_port())
         with launched(env) as (launcher, output, _):
-            assert launcher.wait(DEADLINE) == 1
+            assert launcher.wait(DEADLINE_S) == 1
             log = output.close()
     assert f"demo: cannot listen on 127.0.0.1:{port} for the demo site" in log
     assert "DEMO_PORT=8080 DEMO_UPSTREAM_PORT=8081 make demo" in log

@@ -10,21 +10,21 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.integration.conftest import Server
-from tests.integration.test_gunicorn_requests import ASYNC_MIDDLEWARE, REQUESTS, checked_server
+from tests.integration.test_gunicorn_requests import ASYNC_ONLY_MIDDLEWARE, checked_server
+from tests.support.processes import Server
 
 STYLES = ["decorated", "plain"]  # @runs_async, ASYNC_VIEWS
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with checked_server(tmp_path_factory, REQUESTS) as server:
+    with checked_server(tmp_path_factory) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def server_with_async_middleware(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with checked_server(tmp_path_factory, ASYNC_MIDDLEWARE) as server:
+    with checked_server(tmp_path_factory, **ASYNC_ONLY_MIDDLEWARE) as server:
         yield server
 
 

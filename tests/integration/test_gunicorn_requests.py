@@ -15,20 +15,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import NOISE, ROOT, Launcher, Server, stop
+from tests.support.processes import NOISE, ROOT, Launcher, Server, stop
 from tests.testapp import debug_page, events
 from tests.testapp import views as testapp_views
 
 REQUESTS = "tests.integration.requests_settings"
-ASYNC_VIEWS_OFF = "tests.integration.async_views_off_settings"
-ASYNC_MIDDLEWARE = "tests.integration.async_middleware_settings"
-EVENTS = "tests.integration.events_settings"
+# What tests.integration.requests_settings adds when asked through the environment.
+ASYNC_ONLY_MIDDLEWARE = {"LOOPTOKEN_TEST_ASYNC_ONLY_MIDDLEWARE": "1"}
+ASYNC_VIEWS_OFF = {"LOOPTOKEN_TEST_ASYNC_VIEWS": "off", **ASYNC_ONLY_MIDDLEWARE}
 
 
 @contextmanager
-def serve(workdir: Path, settings: str, **env: str) -> Iterator[Server]:
-    """gunicorn (1 gthread worker, 4 threads) with ``settings`` on a fresh database
-    in ``workdir``; stopped by its pid when the block ends."""
+def serve(workdir: Path, **env: str) -> Iterator[Server]:
+    """gunicorn (1 gthread worker, 4 threads) with the request tests' settings
+    (and ``env``) on a fresh database in ``workdir``; stopped by its pid when
+    the block ends."""
+    settings = REQUESTS
     db = {"LOOPTOKEN_TEST_DB": str(workdir / "db.sqlite3"), **env}
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, **db}
     migrate = [sys.executable, "-m", "django", "migrate", "--run-syncdb", "--noinput", "-v", "0"]
@@ -65,9 +67,9 @@ def assert_clean_exit(server: Server) -> None:
 
 
 @contextmanager
-def checked_server(factory: pytest.TempPathFactory, settings: str) -> Iterator[Server]:
+def checked_server(factory: pytest.TempPathFactory, **env: str) -> Iterator[Server]:
     """``serve`` in a fresh directory; when the block ends, ``assert_clean_exit``."""
-    with serve(factory.mktemp("gunicorn"), settings) as server:
+    with serve(factory.mktemp("gunicorn"), **env) as server:
         yield server
         assert_clean_exit(server)
 
@@ -75,7 +77,7 @@ def checked_server(factory: pytest.TempPathFactory, settings: str) -> Iterator[S
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the tests that only read from it (ASYNC_VIEWS on)."""
-    with checked_server(tmp_path_factory, REQUESTS) as server:
+    with checked_server(tmp_path_factory) as server:
         yield server
 
 
@@ -164,7 +166,7 @@ def test_with_async_views_off_only_runs_async_views_use_the_shared_loop(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     with (
-        checked_server(tmp_path_factory, ASYNC_VIEWS_OFF) as server,
+        checked_server(tmp_path_factory, **ASYNC_VIEWS_OFF) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
         plain = client.get("plain-async/")
@@ -182,7 +184,7 @@ def test_async_only_middleware_runs_on_the_shared_loop_with_the_views_under_it(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     with (
-        checked_server(tmp_path_factory, ASYNC_MIDDLEWARE) as server,
+        checked_server(tmp_path_factory, **ASYNC_ONLY_MIDDLEWARE) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
         for path in ("plain-async/", "async-function/"):
@@ -193,7 +195,7 @@ def test_async_only_middleware_runs_on_the_shared_loop_with_the_views_under_it(
 
 
 def test_the_pool_is_closed_at_shutdown_and_the_signals_are_sent(tmp_path: Path) -> None:
-    with serve(tmp_path, EVENTS, LOOPTOKEN_TEST_EVENTS=str(tmp_path)) as server:
+    with serve(tmp_path, LOOPTOKEN_TEST_EVENTS=str(tmp_path)) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             answers = [
                 client.get(path).json() for path in ["where/decorated/", "where/plain/"] * 3

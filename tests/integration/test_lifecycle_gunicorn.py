@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import NOISE, Server, stop
+from tests.support.processes import NOISE, Server, stop, wait_until
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
 
@@ -32,15 +32,6 @@ def markers(tmp_path: Path) -> Path:
     path = tmp_path / "markers"
     path.mkdir()
     return path
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline_s: float = 30) -> None:
-    """Poll an observable condition until it holds, or fail at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def assert_quiet(server: Server) -> None:
@@ -69,7 +60,7 @@ def test_sigterm_drains_requests_and_protected_work(
         ThreadPoolExecutor(40) as pool,
     ):
         answers = [pool.submit(client.get, f"lifecycle/drain/{n}/") for n in range(40)]
-        wait_for(lambda: len(list(markers.glob("started-*"))) == 40, "40 requests to start")
+        wait_until(lambda: len(list(markers.glob("started-*"))) == 40, "40 requests to start")
         began = time.monotonic()
         os.kill(server.process.pid, signal.SIGTERM)
         responses = [answer.result() for answer in answers]
@@ -131,7 +122,7 @@ def test_a_second_signal_during_the_drain_exits_fast(
     server = gunicorn("--workers", "1", **_settings(markers, shutdown_timeout=60))
     pid = httpx.get(server.url + "lifecycle/stuck/", timeout=10).json()["pid"]
     os.kill(server.process.pid, signal.SIGTERM)
-    wait_for(lambda: "Process exiting: draining" in server.stderr(), "the worker to drain")
+    wait_until(lambda: "Process exiting: draining" in server.stderr(), "the worker to drain")
     # What a second Ctrl-C in the terminal does: SIGINT reaches the worker too.
     began = time.monotonic()
     os.kill(pid, signal.SIGINT)

@@ -14,8 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import Launcher, Server, free_port, stop, wait_until_serving
-from tests.integration.test_lifecycle_gunicorn import assert_quiet, wait_for
+from tests.integration.test_lifecycle_gunicorn import assert_quiet
+from tests.support.processes import (
+    Launcher,
+    Server,
+    free_port,
+    stop,
+    wait_until,
+    wait_until_serving,
+)
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +89,7 @@ def test_waitress_second_sigterm_cuts_the_drain_short(
     server = waitress(shutdown_timeout=60)
     httpx.get(server.url + "lifecycle/stuck/", timeout=10).raise_for_status()
     server.process.send_signal(signal.SIGTERM)
-    wait_for(lambda: "Process exiting: draining" in server.stderr(), "the drain to begin")
+    wait_until(lambda: "Process exiting: draining" in server.stderr(), "the drain to begin")
     began = time.monotonic()
     stop(server, timeout=60)
     assert time.monotonic() - began < 5  # not the 60 s SHUTDOWN_TIMEOUT
@@ -123,8 +130,8 @@ def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
         os.utime(watched)
         return f"Shared loop stopped (pid {first['pid']})" in server.stderr()
 
-    wait_for(touched_and_reloaded, "reload")
-    wait_for(lambda: len(_loop_pids(server)) == 2, "the new child's loop")
+    wait_until(touched_and_reloaded, "reload")
+    wait_until(lambda: len(_loop_pids(server)) == 2, "the new child's loop")
     wait_until_serving(server)
     second = httpx.get(server.url + "lifecycle/loop/", timeout=10).json()
     assert second["pid"] not in (first["pid"], server.process.pid)
@@ -133,7 +140,7 @@ def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
     # Ctrl-C: the whole group, as the terminal sends it.
     os.killpg(server.process.pid, signal.SIGINT)
     server.process.wait(30)
-    wait_for(lambda: f"Shared loop stopped (pid {second['pid']})" in server.stderr(), "exit")
+    wait_until(lambda: f"Shared loop stopped (pid {second['pid']})" in server.stderr(), "exit")
     with pytest.raises(ProcessLookupError):
         os.killpg(server.process.pid, 0)  # nothing of the group is left
     assert_quiet(server)
@@ -204,7 +211,7 @@ def test_uwsgi_sigterm_lets_a_busy_worker_finish_its_request_and_drain(
     with httpx.Client(base_url=server.url, timeout=10) as client, ThreadPoolExecutor(1) as pool:
         reply = pool.submit(client.get, "lifecycle/drain/b/")
         # The view has started and answers 0.5 s later: the worker is busy now.
-        wait_for((markers / "started-b").exists, "the drain view to start")
+        wait_until((markers / "started-b").exists, "the drain view to start")
         server.process.send_signal(signal.SIGTERM)
         assert reply.result().status_code == 200  # the request in flight finished
     assert stop(server) == 0

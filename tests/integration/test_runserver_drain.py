@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from django_looptoken._reloader import CHILD_GRACE_SECONDS
-from tests.integration.conftest import Launcher, Server, free_port
 from tests.integration.test_lifecycle_gunicorn import assert_quiet
+from tests.support.processes import Launcher, Server, free_port
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
 

@@ -7,7 +7,7 @@ import sys
 
 import httpx
 
-from tests.integration.conftest import Launcher, free_port
+from tests.support.processes import Launcher, free_port
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
 

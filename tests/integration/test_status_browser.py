@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, stop
 from tests.integration.status_servers import StatusServer, held_requests, settings_env
 from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
+from tests.support.processes import DEADLINE_S, ROOT, stop
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = ROOT / "docs" / "status-page.png"
-DEADLINE = 60.0
 WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 
 PASSWORD = "a password for this test only"
@@ -62,7 +61,7 @@ def django_admin(env: dict[str, str], *args: str) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=DEADLINE,
+        timeout=DEADLINE_S,
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -109,7 +108,7 @@ def test_anonymous_then_not_staff_then_staff_in_headless_chromium(
     service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(options=options, service=service)
     try:
-        driver.set_page_load_timeout(DEADLINE)
+        driver.set_page_load_timeout(DEADLINE_S)
         page = server.server.url + "looptoken/"
 
         # Anonymous: the admin's login page, which a default project has.
@@ -134,7 +133,7 @@ def test_anonymous_then_not_staff_then_staff_in_headless_chromium(
         driver.find_element(By.ID, "id_username").send_keys("operator")
         driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
         driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-        WebDriverWait(driver, DEADLINE).until(expected_conditions.url_to_be(page))
+        WebDriverWait(driver, DEADLINE_S).until(expected_conditions.url_to_be(page))
 
         with held_requests(server, tmp_path, 3) as per_worker:
             driver.get(page)

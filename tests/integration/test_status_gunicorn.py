@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 
 from django_looptoken._status_socket import REQUEST_LIMIT, ask
-from tests.integration.conftest import NOISE, stop
 from tests.integration.status_servers import SETTINGS, StatusServer, held_requests
 from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
 from tests.status_worker import socket_of
+from tests.support.processes import DEADLINE_S, NOISE, stop
 
-DEADLINE = 60.0
 WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 HELD = 4
 
@@ -64,7 +63,7 @@ def test_loopstatus_lists_both_workers_and_follows_their_requests(
             assert status["tasks"] >= per_worker[pid]
     assert sum(per_worker.values()) == HELD
 
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + DEADLINE_S
     done = server.processes()
     while any(p["tokens"] != 1 or p["tasks"] for p in done):
         assert time.monotonic() < deadline, f"requests never finished: {done}"
@@ -97,7 +96,7 @@ def test_under_preload_the_master_is_labelled_and_awaits_count_every_view(
     # shared loop) and three @runs_async views (await_): six awaits.
     served = []
     for path in ["where/plain/"] * 3 + ["where/decorated/"] * 3:
-        answer = httpx.get(server.server.url + path, timeout=DEADLINE).json()
+        answer = httpx.get(server.server.url + path, timeout=DEADLINE_S).json()
         assert answer["on_shared_loop"] is True
         served.append(answer["pid"])
     after = by_pid(server.processes())
@@ -120,7 +119,7 @@ def test_hostile_input_then_status_and_requests_still_answer(
 
     def connect() -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(DEADLINE)
+        sock.settimeout(DEADLINE_S)
         sock.connect(path)
         return sock
 
@@ -132,14 +131,14 @@ def test_hostile_input_then_status_and_requests_still_answer(
         return data
 
     limit = REQUEST_LIMIT
-    with httpx.Client(base_url=server.server.url, timeout=DEADLINE) as client:
+    with httpx.Client(base_url=server.server.url, timeout=DEADLINE_S) as client:
         crowd = [connect() for _ in range(64)]  # many at once, all silent
         try:
             assert client.get("where/decorated/").json()["on_shared_loop"] is True
         finally:
             for sock in crowd:
                 sock.close()
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + DEADLINE_S
     while True:  # the server drops the crowd's connections, then answers again
         with contextlib.suppress(OSError, ValueError):
             assert ask(path)["pid"] == pid
@@ -168,7 +167,7 @@ def test_hostile_input_then_status_and_requests_still_answer(
         assert answer == b"" or "longer than" in json.loads(answer)["error"]
 
     assert ask(path)["pid"] == pid
-    with httpx.Client(base_url=server.server.url, timeout=DEADLINE) as client:
+    with httpx.Client(base_url=server.server.url, timeout=DEADLINE_S) as client:
         for _ in range(10):
             assert client.get("where/decorated/").json()["on_shared_loop"] is True
     assert stop(server.server) == 0
@@ -189,11 +188,11 @@ def test_sigkill_leaves_stale_sockets_that_the_next_listing_removes(
     server = status_gunicorn(*WORKERS)
     pids = sorted(by_pid(server.wait_for_workers(2)))
     server.server.process.kill()  # the master first, so that nobody respawns workers
-    server.server.process.wait(DEADLINE)
+    server.server.process.wait(DEADLINE_S)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + DEADLINE_S
     while not all(_gone(pid) for pid in pids):
         assert time.monotonic() < deadline, "the workers did not die"
         time.sleep(0.01)

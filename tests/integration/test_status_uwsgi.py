@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Launcher, free_port, stop
 from tests.integration.status_servers import SETTINGS, StatusServer, settings_env
+from tests.support.processes import Launcher, free_port, stop
 
 # As docs/deployment.md recommends: SIGTERM to the master stops gracefully.
 GRACEFUL_SIGTERM = ("--hook-master-start", "unix_signal:15 gracefully_kill_them_all")

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, Launcher, Server, free_port
 from tests.integration.test_status_browser import CHROMEDRIVER, CHROMIUM, require_browser
+from tests.support.processes import ROOT, Launcher, Server, free_port
 from tests.test_example_project import EXAMPLE, example_env
 from tests.test_example_project import migrated_db as migrated_db  # the fixtures
 from tests.test_example_project import upstream_url as upstream_url

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.conftest import Launcher, Server, free_port
 from tests.integration.test_gunicorn_requests import tokens_settle_at
+from tests.support.processes import Launcher, Server, free_port
 
 SETTINGS = "tests.integration.streaming_settings"
 SERVERS = ["gunicorn-gthread", "waitress", "runserver"]

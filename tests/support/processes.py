@@ -1,0 +1,160 @@
+"""Processes the tests start: a free port, polling with a deadline, stopping by
+pid, and real servers (gunicorn, uWSGI, waitress, runserver ...) that a
+``Launcher`` always stops."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Bounds a failure on a busy 2-core machine; a passing test is done long before.
+DEADLINE_S = 60.0
+
+# Lines a server must never log: each one means a task, loop or coroutine was lost.
+NOISE = (
+    "Task was destroyed but it is pending",
+    "Event loop is closed",
+    "was never awaited",
+    "Traceback",
+)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], object],
+    what: str,
+    deadline_s: float = DEADLINE_S,
+    interval_s: float = 0.01,
+) -> None:
+    """Poll an observable ``condition`` until it holds; fail at the deadline.
+
+    For conditions that have no event to wait on (a file appears, another
+    process answers); the poll interval is short and the deadline bounds it.
+    """
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = DEADLINE_S
+) -> int:
+    """Send ``sig`` to the process by its pid and wait; a process that hangs is
+    killed and the hang reported as a failure. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+        raise AssertionError(f"pid {process.pid} did not exit within {timeout} s") from None
+
+
+@dataclass
+class Server:
+    """A server process and where it listens."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    stderr_path: Path
+    own_group: bool = False
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far."""
+        return self.stderr_path.read_text()
+
+
+def wait_until_serving(server: Server, deadline_s: float = DEADLINE_S) -> None:
+    """Connect until the server answers, or fail at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.stderr()}")
+        try:
+            httpx.get(server.url + "tokens/", timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)  # bounded by the deadline: connecting is the event we wait for
+    raise AssertionError(f"server did not answer within {deadline_s} s:\n{server.stderr()}")
+
+
+def stop(server: Server, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Signal the server by its pid and wait for it; SIGKILL if it hangs."""
+    return stop_process(server.process, sig, timeout)
+
+
+class Launcher:
+    """Starts servers for one test and stops every one of them afterwards."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Server] = []
+
+    def launch(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        port: int,
+        settings: str = "tests.integration.server_settings",
+        extra_env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ) -> Server:
+        """Start ``command`` (serving on ``port``) and wait until it answers."""
+        stderr_path = self.tmp_path / f"{name}-{port}.err"
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, "PYTHONDEVMODE": "1"}
+        env.update(extra_env or {})
+        with stderr_path.open("wb") as stderr:  # the child keeps its own copy
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=new_session,
+            )
+        server = Server(process, f"http://127.0.0.1:{port}/", stderr_path, new_session)
+        self.started.append(server)
+        wait_until_serving(server)
+        return server
+
+    def gunicorn(self, *options: str, **kwargs: Any) -> Server:
+        """Start gunicorn serving ``tests.wsgi`` with ``options`` on a free port;
+        ``kwargs`` go to ``launch`` (``settings=``, ``extra_env=``)."""
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options]
+        return self.launch("gunicorn", [*command, "tests.wsgi:application"], port=port, **kwargs)
+
+    def stop_all(self) -> None:
+        """Stop what is still running, each by its own pid; a server started in a
+        session of its own also loses whatever is left of its process group."""
+        for server in self.started:
+            try:
+                if server.process.poll() is None:
+                    stop(server)
+            finally:
+                if server.own_group:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(server.process.pid, signal.SIGKILL)
