@@ -29,6 +29,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy django_looptoken
+	$(VENV)/bin/lint-imports
 
 # Debian's Chromium and ChromeDriver for the status page's browser test,
 # installed when missing and make runs as root (CI); otherwise the test says how.

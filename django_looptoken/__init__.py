@@ -19,7 +19,8 @@ Layout (every public name is re-exported here):
 * ``testing`` and ``pytest_plugin``: helpers and fixtures for a project's tests.
 * private modules (leading underscore): the runtime, one loop's life, the
   blocking call, thread-sensitive hand-back, backends, the shutdown sequence,
-  process hooks, the status report; docs/internals.md lists each one's job.
+  process hooks, the monitor (lag probe, watchdog, status socket), the
+  status report; docs/internals.md lists each one's job.
 """
 
 from django_looptoken._status import status

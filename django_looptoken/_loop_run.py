@@ -49,9 +49,15 @@ class LoopRun:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, on_closed: Callable[[LoopRun], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_closed: Callable[[LoopRun], None],
+        begin_shutdown: Callable[[LoopRun, float], None],
     ) -> None:
         self.loop = loop
+        # The shutdown sequence, passed in: it reads this run's registries, so
+        # this module cannot import it.
+        self._begin_shutdown = begin_shutdown
         # One entry per token counted on this run. While the loop runs,
         # tokens are counted without the runtime's lock: list.append() and
         # pop() are atomic, and the runtime's stop decision re-checks this
@@ -181,11 +187,9 @@ class LoopRun:
     def _clean_up_after_crash(self) -> None:
         # The loop still works: cancel what it held, close its resources and
         # executor, so nothing is destroyed pending, and callers hear at once.
-        from django_looptoken import _shutdown
-
         self.stopping = False
         try:
-            _shutdown.begin(self, 0.0)
+            self._begin_shutdown(self, 0.0)
             self.loop.run_forever()  # the sequence stops the loop when done
         except BaseException:
             logger.exception("Cleaning up after the shared loop's thread died failed.")

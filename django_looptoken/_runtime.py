@@ -25,7 +25,7 @@ from enum import Enum
 
 from django.core.signals import setting_changed
 
-from django_looptoken import _shutdown, _waiting
+from django_looptoken import _shutdown, _waiting, signals
 from django_looptoken._backends import build_loop, resolve_loop_factory
 from django_looptoken._loop_run import LoopRun
 from django_looptoken.conf import looptoken_settings
@@ -164,7 +164,9 @@ class Runtime:
             self._set_state(STARTING)
             loop, self._next_loop = self._next_loop, None
         try:
-            run = LoopRun(loop or new_loop(), on_closed=self._on_closed)
+            run = LoopRun(
+                loop or new_loop(), on_closed=self._on_closed, begin_shutdown=_shutdown.begin
+            )
             run.start()
         except BaseException:
             with self._lock:
@@ -190,7 +192,7 @@ class Runtime:
         )
         if took_app_token and on_app_token is not None:
             on_app_token()
-        run.loop.call_soon_threadsafe(_shutdown.send_signal, "loop_started", run.loop)
+        run.loop.call_soon_threadsafe(signals.send, signals.loop_started, run.loop)
         return run
 
     def running_run(self) -> LoopRun:

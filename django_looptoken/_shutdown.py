@@ -21,8 +21,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from django.dispatch import Signal
-
 from django_looptoken import signals
 from django_looptoken._loop_run import LoopRun
 
@@ -62,14 +60,6 @@ def _stop_loop(task: asyncio.Task[None]) -> None:
     task.get_loop().stop()
 
 
-def send_signal(name: str, loop: asyncio.AbstractEventLoop) -> None:
-    """Send the loop signal ``name``, logging receivers that fail instead of raising."""
-    signal: Signal = getattr(signals, name)
-    for receiver, result in signal.send_robust(sender=type(loop), loop=loop):
-        if isinstance(result, Exception):
-            logger.error("A %s receiver failed: %r", name, receiver, exc_info=result)
-
-
 async def _sequence(run: LoopRun, timeout: float) -> None:
     loop = run.loop
     assert run.cut_short is not None
@@ -80,7 +70,7 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
         return 0.0 if cut_short.done() else max(deadline - loop.time(), 0.0)
 
     try:
-        send_signal("loop_stopping", loop)
+        signals.send(signals.loop_stopping, loop)
         # Let tasks created just before the stop take their first step, so
         # that spawn(shutdown_waits_for(...)) has registered its protected work.
         await asyncio.sleep(0)
@@ -102,7 +92,7 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
             loop.shutdown_default_executor(), "shutting down the default executor", time_left()
         )
     finally:
-        send_signal("loop_stopped", loop)
+        signals.send(signals.loop_stopped, loop)
 
 
 async def _wait(

@@ -1,6 +1,6 @@
 """The watcher thread: slow callbacks and stalls of the shared loop.
 
-A thread outside the loop follows the lag probe's heartbeat (``_status.LagProbe``).
+A thread outside the loop follows the lag probe's heartbeat (``_lag_probe.LagProbe``).
 When a beat is overdue by more than ``SLOW_CALLBACK_DURATION``, something is
 holding the loop: the watcher counts one slow callback and notes what the
 loop thread is running at that moment (``sys._current_frames()``), then logs

@@ -10,8 +10,28 @@ coroutines with ``loop.create_task``. A receiver that raises is logged on the
 * ``loop_stopped``: the sequence is over; the loop closes right after.
 """
 
+import asyncio
+import logging
+
 from django.dispatch import Signal
+
+logger = logging.getLogger("django_looptoken")
 
 loop_started = Signal()
 loop_stopping = Signal()
 loop_stopped = Signal()
+
+_NAMES = {
+    loop_started: "loop_started",
+    loop_stopping: "loop_stopping",
+    loop_stopped: "loop_stopped",
+}
+
+
+def send(signal: Signal, loop: asyncio.AbstractEventLoop) -> None:
+    """Send one of the signals above for ``loop`` (the app does, on the loop
+    thread); a receiver that raises is logged, and the others still run."""
+    for receiver, result in signal.send_robust(sender=type(loop), loop=loop):
+        if isinstance(result, Exception):
+            name = _NAMES[signal]
+            logger.error("A %s receiver failed: %r", name, receiver, exc_info=result)

@@ -22,7 +22,7 @@ import pytest
 from django.test import Client
 
 import django_looptoken as looptoken
-from django_looptoken import _status
+from django_looptoken import _lag_probe, _monitor
 from django_looptoken._runtime import runtime
 from tests import loop_factories
 from tests.support.processes import DEADLINE_S, wait_until
@@ -155,7 +155,7 @@ def test_a_process_that_forks_is_a_master_and_its_children_workers() -> None:
 
 
 def test_lag_percentiles_come_from_the_probe(token: looptoken.LoopToken) -> None:
-    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    probe = _monitor.monitor_of(runtime().current_run).probe  # type: ignore[arg-type,union-attr]
     wait_until(lambda: probe.beats >= 2, "two probe ticks")
     lag = looptoken.status()["lag_ms"]
     assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
@@ -176,14 +176,14 @@ def _on_loop_thread(read: Callable[[], Any]) -> Any:
 
 
 def test_the_probe_of_a_loop_without_tasks_ticks_slowly(token: looptoken.LoopToken) -> None:
-    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    probe = _monitor.monitor_of(runtime().current_run).probe  # type: ignore[arg-type,union-attr]
     wait_until(lambda: probe.idle, "a tick that finds no task")
     last_tick, step = _on_loop_thread(lambda: (probe._samples[-1][0], probe.due))
-    assert step - last_tick == pytest.approx(_status.IDLE_INTERVAL)
+    assert step - last_tick == pytest.approx(_lag_probe.IDLE_INTERVAL)
 
 
 def test_a_new_task_brings_the_fast_interval_back(token: looptoken.LoopToken) -> None:
-    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    probe = _monitor.monitor_of(runtime().current_run).probe  # type: ignore[arg-type,union-attr]
     wait_until(lambda: probe.idle, "a tick that finds no task")
 
     async def seen_from_the_task() -> tuple[bool, float]:
@@ -204,7 +204,7 @@ def test_a_task_factory_the_loop_had_still_makes_its_tasks(looptoken_settings: A
 
     with looptoken.start_loop():
         loop = looptoken.get_loop()
-        probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+        probe = _monitor.monitor_of(runtime().current_run).probe  # type: ignore[arg-type,union-attr]
         wait_until(lambda: probe.idle, "a tick that finds no task")
         before = len(loop_factories.traced)
         assert looptoken.await_(through_the_loops_own_factory()) is False  # woke the probe
@@ -229,7 +229,7 @@ def _await_with_a_marker_in_context() -> weakref.ref[_Marker]:
 def test_waking_the_probe_keeps_nothing_of_the_callers_context(
     token: looptoken.LoopToken,
 ) -> None:
-    probe = _status._monitors[runtime().current_run].probe  # type: ignore[index]
+    probe = _monitor.monitor_of(runtime().current_run).probe  # type: ignore[arg-type,union-attr]
     wait_until(lambda: probe.idle, "a tick that finds no task")
     marker = contextvars.Context().run(_await_with_a_marker_in_context)
     gc.collect()
@@ -239,7 +239,7 @@ def test_waking_the_probe_keeps_nothing_of_the_callers_context(
 def test_the_probe_window_keeps_one_minute() -> None:
     loop = asyncio.new_event_loop()
     try:
-        probe = _status.LagProbe(loop, 0.05, 0.1)
+        probe = _lag_probe.LagProbe(loop, 0.05, 0.1)
         now = time.monotonic()
         probe._samples.extend([(now - 120, 5.0), (now - 1, 0.002), (now, 0.004)])
         assert probe.lag_ms() == {"p50": 2.0, "p99": 4.0, "max": 4.0}
@@ -248,9 +248,9 @@ def test_the_probe_window_keeps_one_minute() -> None:
 
 
 def test_probe_interval_is_half_the_slow_threshold_within_bounds() -> None:
-    assert _status.probe_interval(0.1) == 0.05
-    assert _status.probe_interval(0.001) == _status.MIN_INTERVAL
-    assert _status.probe_interval(30) == _status.MAX_INTERVAL
+    assert _lag_probe.probe_interval(0.1) == 0.05
+    assert _lag_probe.probe_interval(0.001) == _lag_probe.MIN_INTERVAL
+    assert _lag_probe.probe_interval(30) == _lag_probe.MAX_INTERVAL
 
 
 async def _make_event() -> asyncio.Event:
@@ -285,7 +285,7 @@ def test_a_loop_blocked_right_after_idling_counts_a_slow_callback(
     looks again: only waking both when the task starts lets them see it."""
     looptoken_settings(SLOW_CALLBACK_DURATION=0.1, DEBUG=False)
     with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
-        monitor = _status._monitors[runtime().current_run]  # type: ignore[index]
+        monitor = _monitor.monitor_of(runtime().current_run)  # type: ignore[arg-type,union-attr]
         probe, watcher = monitor.probe, monitor.watcher
         wait_until(
             lambda: probe.idle and watcher.next_look == probe.due + 0.1,
@@ -321,7 +321,7 @@ def test_the_watchdog_logs_the_stack_of_a_stalled_loop_once(
 
 
 def test_an_idle_loop_thread_runs_no_code_of_yours(token: looptoken.LoopToken) -> None:
-    watcher = _status._monitors[runtime().current_run].watcher  # type: ignore[index]
+    watcher = _monitor.monitor_of(runtime().current_run).watcher  # type: ignore[arg-type,union-attr]
     assert watcher._culprit().startswith("no code of yours: the loop thread was in ")
 
 

@@ -264,12 +264,14 @@ def test_hostile_barrage_then_status_and_await_still_work(
 
 
 def _connections() -> int:
-    from django_looptoken import _status
+    from django_looptoken import _monitor
     from django_looptoken._runtime import runtime
 
     run = runtime().current_run
     assert run is not None
-    return len(_status._monitors[run].server.connections)
+    monitor = _monitor.monitor_of(run)
+    assert monitor is not None
+    return len(monitor.server.connections)
 
 
 # -- fork -------------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""The monitor of one life of the shared loop.
+
+Each life of the loop gets a ``Monitor`` when it starts (a started hook, on
+the loop thread, before ``start_loop()`` returns) and loses it in the
+shutdown sequence (a closing hook). The monitor owns:
+
+* the lag probe (``_lag_probe``);
+* the watcher thread (``_watchdog``), which counts slow callbacks and
+  logs stalls by following the probe's heartbeat;
+* the status socket (``_status_socket``), served by the loop itself, which
+  answers with the snapshot it is given;
+* an exception handler that logs what asyncio reports (such as task
+  exceptions nobody retrieved) on the ``django_looptoken`` logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+from asgiref.sync import AsyncToSync
+
+from django_looptoken._lag_probe import LagProbe, probe_interval
+from django_looptoken._loop_run import LoopRun
+from django_looptoken._status_socket import StatusDirError, StatusServer, status_dir
+from django_looptoken._watchdog import Watcher
+from django_looptoken.conf import looptoken_settings
+
+logger = logging.getLogger("django_looptoken")
+
+# The coroutine asgiref's async_to_sync runs on the loop it was pointed at
+# (the shared loop, for ASYNC_VIEWS): one per call, counted with the await_ calls.
+_ASYNC_TO_SYNC_CODE = getattr(getattr(AsyncToSync, "main_wrap", None), "__code__", None)
+
+
+class Monitor:
+    """The probe, the watcher and the status socket of one life of the loop."""
+
+    def __init__(
+        self, run: LoopRun, snapshot: Callable[[], dict[str, Any]], project: str | None
+    ) -> None:
+        conf = looptoken_settings
+        self.run = run
+        self.probe = LagProbe(
+            run.loop, probe_interval(conf.SLOW_CALLBACK_DURATION), conf.SLOW_CALLBACK_DURATION
+        )
+        assert run.thread_id is not None
+        self.watcher = Watcher(
+            self.probe,
+            run.thread_id,
+            slow_after=conf.SLOW_CALLBACK_DURATION,
+            stall_after=conf.WATCHDOG_SECONDS,
+            alive=lambda: not run.finished,
+        )
+        self.probe.on_wake = self.watcher.look_again
+        self.server = StatusServer(run.loop, snapshot, status_dir(conf.STATUS_DIR), project)
+        # A task factory the loop already had (a BACKEND factory may set one):
+        # new tasks still go through it, the monitor only looks at them first.
+        self._task_factory: Callable[..., asyncio.Task[Any]] | None = None
+
+    def start(self) -> None:
+        """Start everything; called on the loop thread right after the loop starts."""
+        loop = self.run.loop
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(_log_loop_error)
+        self._task_factory = loop.get_task_factory()  # type: ignore[assignment]
+        loop.set_task_factory(self._new_task)
+        self.probe.start()
+        self.watcher.start()
+        try:
+            self.server.serve(self.server.bind())
+        except (OSError, RuntimeError, StatusDirError) as exc:
+            logger.error("The status socket is off for this loop (pid %d): %s", os.getpid(), exc)
+
+    def _new_task(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        # Every task on the loop starts here, asgiref's for ASYNC_VIEWS too.
+        self.probe.wake()
+        if (
+            _ASYNC_TO_SYNC_CODE is not None
+            and getattr(coro, "cr_code", None) is _ASYNC_TO_SYNC_CODE
+        ):
+            self.run.await_calls += 1  # a caller blocked in async_to_sync, as in await_
+        if self._task_factory is not None:
+            return self._task_factory(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def close(self) -> None:
+        """Stop everything; called on the loop thread in the shutdown sequence."""
+        self.watcher.stop()
+        self.probe.stop()
+        if self.run.loop.get_task_factory() == self._new_task:
+            self.run.loop.set_task_factory(self._task_factory)
+        await self.server.close()
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's reports (an exception nobody retrieved, a failing callback),
+    on the ``django_looptoken`` logger."""
+    message = context.get("message") or "Unhandled error in the shared loop."
+    details = "".join(
+        f"\n{key}: {value!r}"
+        for key, value in context.items()
+        if key not in ("message", "exception")
+    )
+    logger.error("%s%s", message, details, exc_info=context.get("exception"))
+
+
+_monitors: weakref.WeakKeyDictionary[LoopRun, Monitor] = weakref.WeakKeyDictionary()
+
+
+def start(run: LoopRun, snapshot: Callable[[], dict[str, Any]], project: str | None) -> None:
+    """Give ``run`` its monitor and start it (on the loop thread)."""
+    monitor = _monitors[run] = Monitor(run, snapshot, project)
+    monitor.start()
+
+
+async def close(run: LoopRun) -> None:
+    """Stop the monitor of ``run``, if it has one (on the loop thread)."""
+    monitor = _monitors.get(run)
+    if monitor is not None:
+        await monitor.close()
+
+
+def monitor_of(run: LoopRun) -> Monitor | None:
+    """The monitor of ``run`` (None before it starts)."""
+    return _monitors.get(run)
