@@ -7,7 +7,9 @@ by ``sync_to_async`` does), asgiref runs the coroutine on that loop instead of
 a new one, with its own thread-sensitive hand-back intact. At the start of
 each WSGI request this module notes the shared loop there: in
 ``LoopTokenMiddleware`` when no async-only middleware runs before it, else in
-a ``request_started`` receiver. That is asgiref internals: a probe checks
+a ``request_started`` receiver; when the response closes (the middleware's
+closer, or a ``request_finished`` receiver) it puts back what the thread
+had, so the routing never outlives the request. That is asgiref internals: a probe checks
 once per process, at the first request on a running loop, that it still
 works, and if not, Django's normal behaviour stays (``manage.py check``
 judges the same from asgiref's code without starting a loop, W003). Under
@@ -26,7 +28,7 @@ from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync, async_to_sync
 from django.conf import settings
-from django.core.signals import request_started, setting_changed
+from django.core.signals import request_finished, request_started, setting_changed
 from django.utils.module_loading import import_string
 
 from django_looptoken._runtime import runtime
@@ -36,32 +38,67 @@ from django_looptoken.tokens import start_loop
 logger = logging.getLogger("django_looptoken")
 
 
+class _Routing(threading.local):
+    """What this thread's asgiref slot held before a request pointed it at the
+    shared loop: ``(loop, pid)``, ``None`` for each that was not set; ``saved``
+    is None while no request of ours has routed the thread."""
+
+    saved: tuple[object, object] | None = None
+
+
+_routing = _Routing()
+
+
 def follow_shared_loop() -> None:
     """Point this (request) thread's ``async_to_sync`` at the running shared
-    loop, or away from one that stopped or is stopping.
+    loop, or away from one that stopped or is stopping, until
+    ``restore_routing()`` (the request's end) puts back what the thread had.
 
-    Called on every WSGI request, so the usual case, nothing to change, is a
-    few attribute reads.
+    Called on every WSGI request, so it costs a few dict operations: the
+    slots are read through the thread's ``__dict__`` because a missing
+    attribute of a ``threading.local`` costs an exception each time.
     """
+    restore_routing()  # a previous request whose response nobody closed
     target = runtime().running_loop
     # merged() rather than the ASYNC_VIEWS property: one call less per request;
     # the checks keep the value a bool (else no loop runs and target is None).
     if target is not None and not looptoken_settings.merged()["ASYNC_VIEWS"]:
         target = None
-    noted = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    slots = SyncToAsync.threadlocal.__dict__
+    noted = slots.get("main_event_loop")
     if noted is target:
         return
     if target is not None:
         if hook_works():
-            SyncToAsync.threadlocal.main_event_loop = target
-            SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+            _routing.saved = (noted, slots.get("main_event_loop_pid"))
+            slots["main_event_loop"] = target
+            slots["main_event_loop_pid"] = os.getpid()
         return
     # A loop stopping now may cancel a task asgiref put there, or never run
     # it, so a shared loop is forgotten as soon as it stops running. A loop
     # asgiref noted itself (for a running sync_to_async call) stays.
     run = runtime().current_run
     if noted is not None and ((run is not None and noted is run.loop) or noted.is_closed()):
-        del SyncToAsync.threadlocal.main_event_loop
+        del slots["main_event_loop"]
+
+
+def restore_routing() -> None:
+    """Put back what this thread's asgiref slot held before the request routed
+    it, so that code outside requests runs ``async_to_sync`` as without the
+    app. Called when the response closes, in the thread that closes it: a
+    thread the request did not route is left alone."""
+    saved = _routing.saved
+    if saved is None:
+        return
+    _routing.saved = None
+    slots = SyncToAsync.threadlocal.__dict__
+    loop, pid = saved
+    if loop is None:
+        slots.pop("main_event_loop", None)
+        slots.pop("main_event_loop_pid", None)
+    else:
+        slots["main_event_loop"] = loop
+        slots["main_event_loop_pid"] = pid
 
 
 @functools.cache
@@ -150,11 +187,19 @@ def _on_request_started(sender: object, environ: object = None, **kwargs: object
         follow_shared_loop()
 
 
+def _on_request_finished(sender: object, **kwargs: object) -> None:
+    restore_routing()
+
+
 def _connect(receiver: Callable[..., None] | None) -> None:
-    """Make ``receiver`` this module's one ``request_started`` receiver (None: none)."""
+    """Make ``receiver`` this module's one ``request_started`` receiver (None:
+    none). The receiver that routes also has one that restores at the end."""
     request_started.disconnect(dispatch_uid=_RECEIVER_UID)
+    request_finished.disconnect(dispatch_uid=_RECEIVER_UID)
     if receiver is not None:
         request_started.connect(receiver, weak=False, dispatch_uid=_RECEIVER_UID)
+    if receiver is _on_request_started:
+        request_finished.connect(_on_request_finished, weak=False, dispatch_uid=_RECEIVER_UID)
 
 
 def _on_setting_changed(*, setting: str, **kwargs: object) -> None:

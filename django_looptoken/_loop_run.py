@@ -30,6 +30,13 @@ started_hooks: list[Callable[[LoopRun], None]] = []
 # After the shutdown sequence's own deadline, how long a thread that asked
 # the loop to stop waits for the loop thread before giving up on it.
 STOP_GRACE_SECONDS = 5.0
+# Calls and spawns handed in are started on the loop in slices: after each
+# BATCH of them, if the slice has taken BATCH_SECONDS, the rest waits for the
+# next loop iteration. A single call never looks at the clock.
+BATCH = 64
+BATCH_SECONDS = 0.005
+# A hand-in this large at once is a burst the watchdog names when the loop lags.
+BURST = 1000
 
 
 class Abortable(Protocol):
@@ -84,6 +91,9 @@ class LoopRun:
         self.pending: set[Abortable] = set()
         # Tasks wrapped in shutdown_waits_for(), and spawned tasks (strong refs).
         self.protected: set[asyncio.Future[Any]] = set()
+        # Spawned tasks that only wait for their shutdown_waits_for() work:
+        # not cancelled with the rest, so their futures get the work's outcome.
+        self.protecting: set[asyncio.Future[Any]] = set()
         self.background: set[asyncio.Future[Any]] = set()
         # loop_resource instances made on this loop, in creation order.
         self.resources: dict[object, Any] = {}
@@ -94,6 +104,8 @@ class LoopRun:
         # Calls handed in from other threads, started by one loop callback.
         self._inbox: deque[tuple[Callable[[], object], contextvars.Context]] = deque()
         self._inbox_scheduled = False
+        # The latest burst handed in at once (BURST or more): (size, when).
+        self._burst: tuple[int, float] = (0, 0.0)
 
     @property
     def tokens(self) -> int:
@@ -134,9 +146,13 @@ class LoopRun:
                 self._inbox_scheduled = False
                 raise
 
-    def _drain_inbox(self) -> None:
+    def _drain_inbox(self, rest_of_a_burst: bool = False) -> None:
         self._inbox_scheduled = False
         inbox = self._inbox
+        if len(inbox) >= BURST and not rest_of_a_burst:
+            self._burst = (len(inbox), time.monotonic())
+        started = 0
+        began = 0.0
         while inbox:
             callback, context = inbox.popleft()
             try:
@@ -145,6 +161,24 @@ class LoopRun:
                 self.loop.call_exception_handler(
                     {"message": f"Exception in callback {callback!r}", "exception": exc}
                 )
+            started += 1
+            if started % BATCH == 0:
+                # A burst (thousands of spawns at once) is started in slices,
+                # each in its own loop iteration, so the probe's tick and the
+                # tasks just started run between them.
+                now = time.perf_counter()
+                if not began:
+                    began = now
+                elif now - began > BATCH_SECONDS and inbox:
+                    self._inbox_scheduled = True
+                    self.loop.call_soon(self._drain_inbox, True)
+                    return
+
+    def recent_burst(self) -> int:
+        """How many calls arrived at once in a burst of the last 2 s (else 0):
+        what the watchdog names when the loop lags in the app's own code."""
+        size, at = self._burst
+        return size if time.monotonic() - at < 2.0 else 0
 
     def register(self, item: Abortable) -> bool:
         """Track ``item`` until it is discarded; False if the loop already ended.

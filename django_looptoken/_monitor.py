@@ -55,6 +55,7 @@ class Monitor:
             slow_after=conf.SLOW_CALLBACK_DURATION,
             stall_after=conf.WATCHDOG_SECONDS,
             alive=lambda: not run.finished,
+            recent_burst=run.recent_burst,
         )
         self.probe.on_wake = self.watcher.look_again
         self.server = StatusServer(run.loop, snapshot, status_dir(conf.STATUS_DIR), project)

@@ -14,7 +14,8 @@ So the parent's wait for each child runs with handlers of ours: a first
 Ctrl-C keeps waiting (the terminal gave the child its own), a SIGTERM is
 passed on to the child and the wait goes on; the child drains (bounded by
 ``SHUTDOWN_TIMEOUT``) and exits, and the parent leaves with its status, as
-Django's reloader does. A second Ctrl-C, or the child still running
+Django's reloader does. A second Ctrl-C typed at the terminal (a repeated
+signal from a supervisor does not count), or the child still running
 ``SHUTDOWN_TIMEOUT`` plus a grace after the first signal, ends the wait as
 Django would (the child is killed).
 """
@@ -33,6 +34,7 @@ from typing import Any
 
 from django.utils import autoreload
 
+from django_looptoken._signal_hooks import typed_at_the_terminal
 from django_looptoken.conf import looptoken_settings
 
 logger = logging.getLogger("django_looptoken")
@@ -100,7 +102,7 @@ def _signals_wait_for_the_child() -> Iterator[None]:
         deadline.append(timer)
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
-        if signalled.is_set():
+        if signalled.is_set() and typed_at_the_terminal():
             raise KeyboardInterrupt  # a second Ctrl-C: stop waiting, as Django would
         first_signal()
         logger.info("Ctrl-C: waiting for runserver's child to drain its shared loop.")

@@ -75,16 +75,17 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
         # that spawn(shutdown_waits_for(...)) has registered its protected work.
         await asyncio.sleep(0)
         me = asyncio.current_task()
-        unprotected = [t for t in asyncio.all_tasks() if t is not me and t not in run.protected]
+        spared = run.protected | run.protecting
+        unprotected = [t for t in asyncio.all_tasks() if t is not me and t not in spared]
         for task in unprotected:
             task.cancel()
         # Even with no time left, a turn lets well-behaved tasks take their
         # cancellation, so only the ones that resist it are reported cut.
         await asyncio.sleep(0)
         await _wait(unprotected, time_left, cut_short)
-        await _wait(list(run.protected), time_left, cut_short)
+        await _wait([*run.protected, *run.protecting], time_left, cut_short)
         why = "when told not to wait" if cut_short.done() else f"after {timeout:.1f} s"
-        await _cut_stragglers(me, why)
+        await _cut_stragglers(me, why, quiet=set(run.protecting))
         for hook in closing_hooks:
             await _run_step(hook(run), f"closing hook {hook!r}", time_left())
         await _run_step(loop.shutdown_asyncgens(), "shutting down async generators", time_left())
@@ -109,9 +110,16 @@ async def _wait(
         pending.discard(cut_short)
 
 
-async def _cut_stragglers(me: asyncio.Task[Any] | None, why: str) -> None:
+async def _cut_stragglers(
+    me: asyncio.Task[Any] | None, why: str, quiet: set[asyncio.Future[Any]]
+) -> None:
+    """Cancel what is left, logging each task with its stack (but the
+    ``quiet`` ones, which only wait for a logged one)."""
     stragglers = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
     for task in stragglers:
+        if task in quiet:
+            task.cancel()
+            continue
         stack = io.StringIO()
         task.print_stack(file=stack)
         logger.warning(

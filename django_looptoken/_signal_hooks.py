@@ -6,13 +6,19 @@ for their own signals (gunicorn workers call ``sys.exit``), but a default
 SIGTERM kills the process on the spot. So each handler found at install time
 is wrapped, never replaced: a Python handler is called as before, and the
 default action becomes ``SystemExit(128 + signum)`` so the interpreter exits
-normally. A signal that arrives while the exit hook drains also raises, which
-the hook takes as "stop waiting" (a second Ctrl-C).
+normally.
+
+While the exit hook drains, only a Ctrl-C typed at the process's terminal
+raises (which the hook takes as "stop waiting"): supervisors repeat SIGTERM
+(and some send SIGINT), and a repeat must not lose the protected work the
+drain is finishing. ``SHUTDOWN_TIMEOUT`` still bounds the drain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -48,13 +54,51 @@ def install() -> None:
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     previous = _previous.get(signum, signal.SIG_DFL)
     if runtime().exiting:
-        # The exit hook is draining: chain, then interrupt its wait.
+        # The exit hook is draining: interrupt its wait only for someone at the
+        # terminal. The handler chained to still runs, but its way out (Python's
+        # KeyboardInterrupt, a server's sys.exit) is the exit already under way.
+        if signum == signal.SIGINT and typed_at_the_terminal():
+            if callable(previous):
+                previous(signum, frame)
+            raise SystemExit(128 + signum)
         if callable(previous):
-            previous(signum, frame)
-        raise SystemExit(128 + signum)
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                previous(signum, frame)
+        _say_still_draining(signum)
+        return
     if callable(previous):
         previous(signum, frame)
         forget_captured_signal(previous, signum)
         return
     logger.info("%s: exiting after the shared loop drains.", signal.Signals(signum).name)
     sys.exit(128 + signum)
+
+
+def typed_at_the_terminal() -> bool:
+    """Whether a SIGINT now is a Ctrl-C typed by someone: this process is in
+    the foreground process group of its controlling terminal."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False  # no controlling terminal: a supervisor or a script sent it
+    try:
+        return os.tcgetpgrp(tty) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(tty)
+
+
+_told: set[int] = set()
+
+
+def _say_still_draining(signum: int) -> None:
+    if signum in _told:
+        return
+    _told.add(signum)
+    logger.warning(
+        "%s again while draining: the drain goes on (it ends when the protected "
+        "work is done, or at SHUTDOWN_TIMEOUT). To stop waiting, press Ctrl-C in "
+        "the terminal, or send SIGKILL.",
+        signal.Signals(signum).name,
+    )

@@ -59,6 +59,7 @@ class Watcher:
         slow_after: float,
         stall_after: float | None,
         alive: Callable[[], bool],
+        recent_burst: Callable[[], int] = lambda: 0,
     ) -> None:
         self.slow_callbacks = 0
         self.stalls = 0
@@ -67,6 +68,7 @@ class Watcher:
         self._slow_after = slow_after
         self._stall_after = stall_after
         self._alive = alive
+        self._last_burst = recent_burst
         # When (time.monotonic()) the thread next looks whether the beat came.
         self.next_look = 0.0
         self._stop = threading.Event()
@@ -151,10 +153,15 @@ class Watcher:
         inner = stack[-1]
         outer = next((f for f in stack if not _is_machinery(f)), None)
         if outer is None:
-            return (
-                f"no code of yours: the loop thread was in {_describe(inner)} (a burst of "
-                "callbacks, or a process starved of CPU or of the GIL by other threads?)"
-            )
+            burst = self._last_burst()
+            if burst:
+                cause = f"a burst: {burst:,} calls of await_ or spawn handed in at once"
+            else:
+                cause = (
+                    "a burst of callbacks, or a process starved of CPU or of the GIL "
+                    "by other threads?"
+                )
+            return f"no code of yours: the loop thread was in {_describe(inner)} ({cause})"
         name = _describe(outer)
         return name if inner is outer else f"{name}, now in {_describe(inner)}"
 

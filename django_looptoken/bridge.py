@@ -174,6 +174,11 @@ class _Spawn:
         else:  # pragma: no cover - Python 3.10
             task = run.loop.create_task(self.coro)
         run.background.add(task)
+        if getattr(self.coro, "cr_code", None) is _PROTECTED_CODE:
+            # spawn(shutdown_waits_for(x)): the task is only x's wrapper, so
+            # the sequence leaves it to end with x, and the future gets x's outcome.
+            run.protecting.add(task)
+            task.add_done_callback(run.protecting.discard)
         self.task = task
         task.add_done_callback(self._on_done)
 
@@ -218,7 +223,7 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
     # it); if the loop stops before the task starts, abort() cancels the future.
     if run.register(spawned):
         try:
-            run.loop.call_soon_threadsafe(spawned.start, context=spawned.context)
+            run.hand_in(spawned.start, spawned.context)
             for watch in spawn_watchers:
                 watch(spawned)
             return future
@@ -251,6 +256,9 @@ async def _protected(awaitable: Awaitable[_T]) -> _T:
     except asyncio.CancelledError:
         inner.add_done_callback(_log_orphan_error)
         raise
+
+
+_PROTECTED_CODE = _protected.__code__
 
 
 def _log_orphan_error(task: asyncio.Future[Any]) -> None:

@@ -18,7 +18,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from django_looptoken._async_views import follow_shared_loop
+from django_looptoken._async_views import follow_shared_loop, restore_routing
 from django_looptoken._streaming_response import is_async_stream, stream_chunk_by_chunk
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.tokens import start_loop
@@ -52,7 +52,8 @@ class LoopTokenMiddleware:
             return self.get_response(request)
         token = start_loop()
         request.looptoken = token  # type: ignore[attr-defined]
-        if isinstance(request, WSGIRequest):
+        wsgi = isinstance(request, WSGIRequest)
+        if wsgi:
             # The loop may have started just now (AUTOSTART off), after
             # request_started: point async_to_sync at it here too. Never
             # under ASGI, where async_to_sync belongs to the server's loop.
@@ -61,10 +62,16 @@ class LoopTokenMiddleware:
             response = self.get_response(request)
         except BaseException:
             token.release()
+            if wsgi:
+                restore_routing()
             raise
-        if response.streaming and is_async_stream(response) and isinstance(request, WSGIRequest):
+        if wsgi and response.streaming and is_async_stream(response):
             stream_chunk_by_chunk(response, request)  # type: ignore[arg-type]
         # Django calls each of these from response.close(), which the WSGI
-        # server (and the test client) calls once the body has been sent.
-        response._resource_closers.append(token.release)  # type: ignore[attr-defined]
+        # server (and the test client) calls once the body has been sent,
+        # in the thread that served the request.
+        closers = response._resource_closers  # type: ignore[attr-defined]
+        closers.append(token.release)
+        if wsgi:
+            closers.append(restore_routing)
         return response

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, async_to_sync
 from django.core.checks import run_checks
 from django.core.signals import request_started
 from django.test import AsyncClient, Client
@@ -51,24 +51,69 @@ def _receiver_connected() -> bool:
     return any(key[0] == _async_views._RECEIVER_UID for key, *_ in request_started.receivers)
 
 
-def _forget_routing() -> None:
-    del SyncToAsync.threadlocal.main_event_loop
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def _async_to_sync_runs_on_the_shared_loop() -> bool:
+    """Where ``async_to_sync`` runs a coroutine from this thread, now."""
+    return bool(async_to_sync(_running_loop)() is looptoken.get_loop())
 
 
 def test_where_the_middleware_routes_each_request_no_receiver_is_left() -> None:
-    assert Client().get("/plain-async/").json()["on_shared_loop"] is True
+    with looptoken.start_loop():
+        for _ in range(2):  # each request routes the thread afresh, and un-routes it
+            assert Client().get("/plain-async/").json()["on_shared_loop"] is True
+            assert not _async_to_sync_runs_on_the_shared_loop()
     assert not _receiver_connected()
-    _forget_routing()  # as in a new thread: only the middleware can route now
-    assert Client().get("/plain-async/").json()["on_shared_loop"] is True
 
 
 def test_async_only_middleware_above_the_apps_is_routed_by_the_receiver(settings: Any) -> None:
     settings.MIDDLEWARE = [ASYNC_MIDDLEWARE, *settings.MIDDLEWARE]
     with looptoken.start_loop():  # running before the request, as with AUTOSTART
-        assert Client().get("/tokens/")["X-Middleware-On-Shared-Loop"] == "True"
-        assert _receiver_connected()
-        _forget_routing()  # the receiver routes before the async middleware runs
-        assert Client().get("/tokens/")["X-Middleware-On-Shared-Loop"] == "True"
+        for _ in range(2):  # the receiver routes before the async middleware runs
+            assert Client().get("/tokens/")["X-Middleware-On-Shared-Loop"] == "True"
+            assert _receiver_connected()
+            assert not _async_to_sync_runs_on_the_shared_loop()
+
+
+def test_after_a_request_async_to_sync_in_its_thread_runs_as_without_the_app() -> None:
+    """The reproduction: a coroutine that blocks until the shared loop answers
+    deadlocks if a request left ``async_to_sync`` pointed at the shared loop."""
+
+    async def asks_the_shared_loop() -> asyncio.AbstractEventLoop:
+        shared = asyncio.run_coroutine_threadsafe(_running_loop(), looptoken.get_loop())
+        return shared.result(timeout=5)  # noqa: ASYNC - blocking is the point
+
+    with looptoken.start_loop():
+        assert Client().get("/plain-async/").json()["on_shared_loop"] is True
+        assert async_to_sync(asks_the_shared_loop)() is looptoken.get_loop()
+
+
+def test_a_request_that_raises_leaves_no_routing() -> None:
+    with looptoken.start_loop():
+        with pytest.raises(LookupError):
+            Client().get("/failing/")
+        assert not _async_to_sync_runs_on_the_shared_loop()
+
+
+def test_a_streaming_response_keeps_the_routing_until_it_is_closed() -> None:
+    with looptoken.start_loop():
+        response = Client().get("/streaming/")
+        assert _async_to_sync_runs_on_the_shared_loop()  # the body is not sent yet
+        assert b"".join(response.streaming_content)  # type: ignore[attr-defined]
+        assert not _async_to_sync_runs_on_the_shared_loop()  # sent, closed, restored
+
+
+def test_a_loop_asgiref_noted_before_the_request_is_put_back() -> None:
+    own = asyncio.new_event_loop()
+    SyncToAsync.threadlocal.main_event_loop = own
+    try:
+        with looptoken.start_loop():
+            assert Client().get("/plain-async/").json()["on_shared_loop"] is True
+        assert SyncToAsync.threadlocal.main_event_loop is own
+    finally:
+        own.close()
 
 
 def test_with_async_views_off_django_uses_a_loop_of_its_own(

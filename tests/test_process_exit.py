@@ -8,11 +8,14 @@ signals it by its pid.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
+import pty
 import signal
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
 import time
@@ -44,7 +47,9 @@ async def sleep_for_an_hour():
 class Script:
     """A Python script in a subprocess; stopped by its pid when the test ends."""
 
-    def __init__(self, body: str, markers: Path, shutdown_timeout: float) -> None:
+    def __init__(
+        self, body: str, markers: Path, shutdown_timeout: float, terminal: bool = False
+    ) -> None:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.integration.lifecycle_settings",
@@ -54,14 +59,29 @@ class Script:
             "PYTHONPATH": str(ROOT),
         }
         source = PRELUDE + textwrap.dedent(body)
-        self.process = subprocess.Popen(
+        # With ``terminal``, the script runs in a session of its own whose
+        # controlling terminal is a pseudo-terminal: ``type_ctrl_c()`` types
+        # into it, and the kernel sends SIGINT as for a person at a keyboard.
+        self.terminal: int | None = None
+        extra: dict[str, object] = {}
+        if terminal:
+            self.terminal, tty = pty.openpty()
+            extra = {"stdin": tty, "start_new_session": True, "preexec_fn": _take_the_terminal}
+        self.process = subprocess.Popen(  # type: ignore[call-overload]
             [sys.executable, "-c", source],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            **extra,
         )
+        if terminal:
+            os.close(tty)
+
+    def type_ctrl_c(self) -> None:
+        assert self.terminal is not None, "started without a terminal"
+        os.write(self.terminal, b"\x03")
 
     def wait_ready(self) -> None:
         assert self.process.stdout is not None
@@ -71,7 +91,24 @@ class Script:
     def finish(self, timeout: float = 30) -> tuple[int, str]:
         """Wait for exit: the status and everything written to stderr."""
         _, err = self.process.communicate(timeout=timeout)
+        if self.terminal is not None:
+            os.close(self.terminal)
+            self.terminal = None
         return self.process.returncode, err
+
+    def wait_for_the_drain(self, shutdown_timeout: float) -> None:
+        """Read stderr up to the exit hook's first line."""
+        assert self.process.stderr is not None
+        for _ in range(100):  # bounded: the line comes right after "ready"
+            line = self.process.stderr.readline()
+            if "Process exiting: draining" in line or not line:
+                break
+        assert f"Process exiting: draining the shared loop (up to {shutdown_timeout} s)" in line
+
+
+def _take_the_terminal() -> None:
+    """In the child, a session leader already: make stdin its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 @pytest.fixture
@@ -79,8 +116,10 @@ def script(tmp_path: Path) -> Iterator[type[Script]]:
     started: list[Script] = []
 
     class Tracked(Script):
-        def __init__(self, body: str, shutdown_timeout: float = 5.0) -> None:
-            super().__init__(body, tmp_path, shutdown_timeout)
+        def __init__(
+            self, body: str, shutdown_timeout: float = 5.0, terminal: bool = False
+        ) -> None:
+            super().__init__(body, tmp_path, shutdown_timeout, terminal)
             started.append(self)
 
     try:
@@ -90,6 +129,8 @@ def script(tmp_path: Path) -> Iterator[type[Script]]:
             if each.process.poll() is None:
                 each.process.kill()
                 each.process.communicate(timeout=10)
+            if each.terminal is not None:
+                os.close(each.terminal)
 
 
 def assert_quiet(stderr: str) -> None:
@@ -97,6 +138,7 @@ def assert_quiet(stderr: str) -> None:
         assert noise not in stderr, stderr
 
 
+@pytest.mark.one_backend  # a script of its own, with its own settings
 def test_sigterm_with_no_handler_exits_after_draining(
     script: type[Script], tmp_path: Path
 ) -> None:
@@ -118,6 +160,7 @@ def test_sigterm_with_no_handler_exits_after_draining(
     assert_quiet(stderr)
 
 
+@pytest.mark.one_backend  # a script of its own, with its own settings
 def test_an_existing_handler_is_chained_not_replaced(script: type[Script], tmp_path: Path) -> None:
     running = script(
         """
@@ -141,6 +184,7 @@ def test_an_existing_handler_is_chained_not_replaced(script: type[Script], tmp_p
     assert_quiet(stderr)
 
 
+@pytest.mark.one_backend  # a script of its own, with its own settings
 def test_setup_outside_the_main_thread_installs_no_handler(script: type[Script]) -> None:
     running = script(
         """
@@ -162,7 +206,8 @@ def test_setup_outside_the_main_thread_installs_no_handler(script: type[Script])
     assert_quiet(stderr)
 
 
-def test_ctrl_c_twice_stops_the_drain_at_once(script: type[Script]) -> None:
+@pytest.mark.one_backend  # a script of its own, with its own settings
+def test_ctrl_c_typed_at_the_terminal_stops_the_drain_at_once(script: type[Script]) -> None:
     running = script(
         """
         import django; django.setup()
@@ -171,23 +216,49 @@ def test_ctrl_c_twice_stops_the_drain_at_once(script: type[Script]) -> None:
         print("ready", flush=True)
         """,
         shutdown_timeout=60,
+        terminal=True,
     )
     running.wait_ready()
-    assert running.process.stderr is not None
     # The script has returned; its exit waits for the protected hour-long task.
-    for _ in range(100):  # bounded: the line comes right after "ready"
-        line = running.process.stderr.readline()
-        if "Process exiting: draining" in line or not line:
-            break
-    assert "Process exiting: draining the shared loop (up to 60.0 s)" in line
+    running.wait_for_the_drain(60.0)
     began = time.monotonic()
-    running.process.send_signal(signal.SIGINT)
+    running.type_ctrl_c()
     code, stderr = running.finish()
     assert time.monotonic() - began < 10  # not the 60 s SHUTDOWN_TIMEOUT
     assert code == 0
     assert "Interrupted while draining" in stderr
     assert "sleep_for_an_hour" in stderr
     assert "when told not to wait" in stderr
+    assert_quiet(stderr)
+
+
+@pytest.mark.one_backend  # a script of its own, with its own settings
+@pytest.mark.parametrize("again", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_repeated_by_a_supervisor_does_not_cut_the_drain(
+    script: type[Script], tmp_path: Path, again: int
+) -> None:
+    """No terminal: a repeated SIGTERM (or a SIGINT) comes from a supervisor,
+    and the protected work still finishes."""
+    running = script(
+        """
+        import django; django.setup()
+        import django_looptoken as looptoken
+        for n in range(8):
+            looptoken.spawn(looptoken.shutdown_waits_for(finish_later(f"row-{n}", 1.0)))
+        print("ready", flush=True)
+        """,
+        shutdown_timeout=30,
+    )
+    running.wait_ready()
+    running.wait_for_the_drain(30.0)
+    for _ in range(3):
+        running.process.send_signal(again)
+    code, stderr = running.finish()
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("row-*")) == [f"row-{n}" for n in range(8)]
+    name = signal.Signals(again).name
+    assert stderr.count(f"{name} again while draining: the drain goes on") == 1
+    assert "Interrupted while draining" not in stderr
     assert_quiet(stderr)
 
 

@@ -267,3 +267,20 @@ def test_loop_started_is_sent_with_the_loop() -> None:
             assert seen == [looptoken.get_loop()]
     finally:
         signals.loop_started.disconnect(on_started)
+
+
+def test_a_spawned_protected_jobs_future_reports_its_real_outcome() -> None:
+    async def job(value: int) -> int:
+        await asyncio.sleep(0.2)
+        return value
+
+    async def failing_job() -> None:
+        await asyncio.sleep(0.2)
+        raise KeyError("from the job")
+
+    token = looptoken.start_loop()
+    done = looptoken.spawn(looptoken.shutdown_waits_for(job(42)))
+    failed = looptoken.spawn(looptoken.shutdown_waits_for(failing_job()))
+    token.release()  # the sequence waits for both
+    assert done.result(0) == 42
+    assert isinstance(failed.exception(0), KeyError)

@@ -245,3 +245,41 @@ def test_a_persistent_background_connection_left_broken_is_not_reused(
     finally:
         settings_dict["CONN_MAX_AGE"] = 0
         in_background(close)
+
+
+def test_a_burst_of_spawns_starts_in_slices_across_loop_iterations(
+    token: looptoken.LoopToken,
+) -> None:
+    """20,000 spawns handed in while the loop is busy do not all start in one
+    callback: a ticker that runs once per loop iteration runs between slices."""
+    loop = looptoken.get_loop()
+    iteration = [0]
+    ticking = [True]
+
+    def tick() -> None:  # once per loop iteration, until told to stop
+        iteration[0] += 1
+        if ticking[0]:
+            loop.call_soon(tick)
+
+    first_step_at: list[int] = []
+
+    async def record() -> None:
+        first_step_at.append(iteration[0])
+
+    busy = threading.Event()
+    release = threading.Event()
+
+    def hold_the_loop() -> None:
+        busy.set()
+        release.wait(30)
+
+    loop.call_soon_threadsafe(hold_the_loop)
+    assert busy.wait(30)
+    futures = [looptoken.spawn(record()) for _ in range(20_000)]
+    loop.call_soon_threadsafe(tick)
+    release.set()
+    concurrent.futures.wait(futures, timeout=60)
+    ticking[0] = False
+    assert len(first_step_at) == 20_000
+    # Started in one callback, every first step would run in one iteration.
+    assert len(set(first_step_at)) >= 3, sorted(set(first_step_at))

@@ -325,6 +325,33 @@ def test_an_idle_loop_thread_runs_no_code_of_yours(token: looptoken.LoopToken) -
     assert watcher._culprit().startswith("no code of yours: the loop thread was in ")
 
 
+def test_right_after_a_burst_of_spawns_the_culprit_names_the_burst(
+    token: looptoken.LoopToken,
+) -> None:
+    """A lag in the app's own code just after thousands of spawns arrived at
+    once blames the burst, not "no code of yours" alone. Private on purpose:
+    when the watcher samples the loop thread cannot be forced in public."""
+    loop = looptoken.get_loop()
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_loop() -> None:  # so that the spawns arrive together
+        busy.set()
+        release.wait(30)
+
+    async def nothing() -> None:
+        pass
+
+    loop.call_soon_threadsafe(hold_the_loop)
+    assert busy.wait(30)
+    futures = [looptoken.spawn(nothing()) for _ in range(2_000)]
+    release.set()
+    concurrent.futures.wait(futures, timeout=30)
+    watcher = _monitor.monitor_of(runtime().current_run).watcher  # type: ignore[arg-type,union-attr]
+    culprit = watcher._culprit()
+    assert culprit.startswith("no code of yours: the loop thread was in "), culprit
+    assert "a burst: 2,000 calls of await_ or spawn handed in at once" in culprit
+
+
 def test_the_watchdog_can_be_turned_off(
     looptoken_settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -40,16 +40,18 @@ async def loop_here(request: HttpRequest) -> JsonResponse:
     )
 
 
-async def _finish_later(name: str) -> None:
-    await asyncio.sleep(1.0)
+async def _finish_later(name: str, seconds: float) -> None:
+    await asyncio.sleep(seconds)
     _mark(f"done-{name}")
 
 
 @looptoken.runs_async
 async def drain(request: HttpRequest, name: str) -> JsonResponse:
-    """Leave protected work that writes its marker after 1 s; answer after 0.5 s."""
+    """Leave protected work that writes its marker after 1 s (or ``?seconds=``);
+    answer after 0.5 s."""
     _mark(f"started-{name}")
-    looptoken.spawn(looptoken.shutdown_waits_for(_finish_later(name)))
+    seconds = float(request.GET.get("seconds", "1"))
+    looptoken.spawn(looptoken.shutdown_waits_for(_finish_later(name, seconds)))
     await asyncio.sleep(0.5)
     return JsonResponse({"pid": os.getpid()})
 
