@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import logging
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -42,6 +43,14 @@ _FIRST_STEP = _Suspend()
 
 # create_task(context=...) is new in Python 3.11.
 TASKS_TAKE_A_CONTEXT = sys.version_info >= (3, 11)
+
+# After a call's timeout its task is cancelled; a coroutine that has not
+# finished its cancellation this much later (it swallows CancelledError, or
+# its cleanup blocks) no longer holds the caller: the caller gets TimeoutError
+# anyway, and the task, still running, is logged and counted in the status.
+TIMEOUT_GRACE_SECONDS = 1.0
+
+logger = logging.getLogger("django_looptoken")
 
 
 def pick_waker(*, alone: bool) -> _waiting.LockWaker | _waiting.DescriptorWaker:
@@ -222,6 +231,24 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         if self._task is not None and not self._done:
             self._timed_out = True
             self._task.cancel()
+            self._timer = self._run.loop.call_later(TIMEOUT_GRACE_SECONDS, self._give_up)
+
+    def _give_up(self) -> None:
+        """The task ignored its cancellation for the whole grace: let the
+        caller go with TimeoutError; the task runs on, logged and counted."""
+        task = self._task
+        if self._done or task is None or task.done():
+            return
+        note_task_past_timeout(self._run, task, self._timeout)
+        self._run.await_timeouts += 1
+        self._run.await_errors += 1
+        self._error = TimeoutError(
+            f"The awaitable did not finish within {self._timeout} s, and was still running "
+            f"{TIMEOUT_GRACE_SECONDS} s after it was cancelled (it does not let "
+            "CancelledError end it); it runs on, logged with its stack."
+        )
+        self._done = True  # from now on submit() sends its sync work to the background
+        self._waker.wake()
 
     def _settle(self) -> None:
         if self._done:
@@ -256,3 +283,35 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         self._error = LoopStoppedError("The shared loop stopped while this call waited.")
         self._done = True
         self._waker.wake()
+
+
+def note_task_past_timeout(run: LoopRun, task: asyncio.Task[Any], timeout: float | None) -> None:
+    """Log ``task`` (with its stack) as running on past its timeout and
+    cancellation, and count it in ``run.past_timeout`` until it ends."""
+    logger.warning(
+        "A task still runs %.1f s after its timeout (%s s) cancelled it; its caller got "
+        "TimeoutError and the task runs on. It does not let CancelledError end it, "
+        "or its cleanup blocks. It is at:\n%s",
+        TIMEOUT_GRACE_SECONDS,
+        timeout,
+        await_chain(task),
+    )
+    run.past_timeout.add(task)
+    task.add_done_callback(run.past_timeout.discard)
+
+
+def await_chain(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` is suspended: each coroutine it awaits, outermost first
+    (``Task.print_stack`` shows only the outermost one)."""
+    lines = []
+    awaitable: Any = task.get_coro()
+    for _ in range(100):  # a chain is short; a bound against a cycle
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}')
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(
+            awaitable, "gi_yieldfrom", None
+        )
+    return "\n".join(lines) or "  (no frame: the task is not suspended in a coroutine)"

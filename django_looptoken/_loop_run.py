@@ -95,6 +95,9 @@ class LoopRun:
         # not cancelled with the rest, so their futures get the work's outcome.
         self.protecting: set[asyncio.Future[Any]] = set()
         self.background: set[asyncio.Future[Any]] = set()
+        # Tasks still running after their timeout and its grace: their callers
+        # got TimeoutError (see _call.TIMEOUT_GRACE_SECONDS).
+        self.past_timeout: set[asyncio.Future[Any]] = set()
         # loop_resource instances made on this loop, in creation order.
         self.resources: dict[object, Any] = {}
         self.await_calls = 0

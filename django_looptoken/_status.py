@@ -71,6 +71,7 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
             "await_calls": 0,
             "await_errors": 0,
             "await_timeouts": 0,
+            "tasks_past_timeout": 0,
             "lag_ms": dict(NO_LAG),
             "slow_callbacks": 0,
         }
@@ -89,6 +90,7 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
         "await_calls": run.await_calls,
         "await_errors": run.await_errors,
         "await_timeouts": run.await_timeouts,
+        "tasks_past_timeout": len(run.past_timeout),
         "lag_ms": monitor.probe.lag_ms() if monitor is not None else dict(NO_LAG),
         "slow_callbacks": monitor.watcher.slow_callbacks if monitor is not None else 0,
     }
@@ -100,7 +102,8 @@ def status() -> dict[str, Any]:
     Keys: ``pid``, ``role`` (``master``: forked the server's workers;
     ``worker``), ``backend``, ``state`` (``running``/``stopping``/``stopped``),
     ``uptime_s``, ``tokens``, ``tasks``, ``await_calls``, ``await_errors``,
-    ``await_timeouts``, ``lag_ms`` (``p50``/``p99``/``max`` over the last
+    ``await_timeouts``, ``tasks_past_timeout`` (tasks still running after their
+    call's timeout and cancellation), ``lag_ms`` (``p50``/``p99``/``max`` over the last
     minute), ``slow_callbacks``, ``project``, ``python``, ``django``. Callable
     from any thread; with no loop running the counts are zero.
     """

@@ -112,11 +112,18 @@ def table_row(status: dict[str, Any]) -> list[str]:
         str(status.get("tasks", "?")),
         str(status.get("await_calls", "?")),
         str(status.get("await_errors", "?")),
-        str(status.get("await_timeouts", "?")),
+        _timeouts(status),
         lags,
         str(status.get("slow_callbacks", "?")),
         str(status.get("project") or "-"),
     ]
+
+
+def _timeouts(status: dict[str, Any]) -> str:
+    """``await_timeouts``, and how many of those tasks still run (``tasks_past_timeout``)."""
+    cell = str(status.get("await_timeouts", "?"))
+    running_on = status.get("tasks_past_timeout") or 0
+    return f"{cell} ({running_on} running on)" if running_on else cell
 
 
 def silent_row(pid: int, why: str) -> list[str]:

@@ -18,7 +18,12 @@ from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 
-from django_looptoken._call import TASKS_TAKE_A_CONTEXT, Call
+from django_looptoken._call import (
+    TASKS_TAKE_A_CONTEXT,
+    TIMEOUT_GRACE_SECONDS,
+    Call,
+    note_task_past_timeout,
+)
 from django_looptoken._handback import background_executor, enter_loop_thread
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import runtime
@@ -107,7 +112,11 @@ async def _gather_outcomes(
         for task in late:
             task.cancel()
         if late:
-            await asyncio.wait(late)
+            _, stuck = await asyncio.wait(late, timeout=TIMEOUT_GRACE_SECONDS)
+            run = runtime().run_for(asyncio.get_running_loop())
+            for task in stuck:  # they ignore their cancellation: the caller goes on
+                if run is not None:
+                    note_task_past_timeout(run, task, timeout)
     finally:
         for task in tasks:
             task.cancel()
@@ -116,7 +125,7 @@ async def _gather_outcomes(
 
 def _outcome(task: asyncio.Task[Any], late: bool, timeout: float | None) -> tuple[bool, Any]:
     if late:
-        if not task.cancelled():
+        if task.done() and not task.cancelled():
             task.exception()  # mark it retrieved: the timeout is what counts
         return (False, TimeoutError(f"Did not finish within {timeout} s and was cancelled."))
     if task.cancelled():

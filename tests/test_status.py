@@ -39,6 +39,7 @@ FIELDS = {
     "await_calls",
     "await_errors",
     "await_timeouts",
+    "tasks_past_timeout",
     "lag_ms",
     "slow_callbacks",
     "project",

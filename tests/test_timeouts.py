@@ -1,16 +1,21 @@
-"""One timeout check for every API that takes one: same error types, same message."""
+"""Timeouts: one check for every API that takes one (same error types, same
+message), and a timeout that bounds the caller even when the coroutine resists."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
+from tests.support.processes import wait_until
 
 
 def _await(timeout: object) -> None:
@@ -100,3 +105,58 @@ def test_shutdown_takes_zero(backend: str) -> None:
 def test_valid_timeouts_pass(backend: str) -> None:
     assert looptoken.await_(asyncio.sleep(0, result=1), timeout=1) == 1
     assert looptoken.await_multiple([asyncio.sleep(0, result=2)], timeout=0.5) == [(True, 2)]
+
+
+# -- a timeout bounds the caller, even for a coroutine that resists it --------------
+
+
+def _stubborn(release: threading.Event) -> Coroutine[Any, Any, None]:
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # as badly written code does
+                await asyncio.sleep(0.02)
+
+    return stubborn()
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Ends the stubborn coroutines; set at teardown, and after 20 s anyway so
+    that, without the grace, the call returns (without TimeoutError) instead
+    of hanging the suite."""
+    event = threading.Event()
+    timer = threading.Timer(20, event.set)
+    timer.start()
+    yield event
+    event.set()
+    timer.cancel()
+
+
+def test_await_raises_timeout_error_even_if_the_coroutine_swallows_its_cancellation(
+    token: looptoken.LoopToken, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="django_looptoken"),
+        pytest.raises(TimeoutError, match=r"still running 1\.0 s after it was cancelled"),
+    ):
+        looptoken.await_(_stubborn(release), timeout=0.2)
+    assert looptoken.status()["tasks_past_timeout"] == 1
+    assert looptoken.status()["await_timeouts"] == 1
+    (record,) = [r for r in caplog.records if "still runs" in r.getMessage()]
+    assert "in stubborn" in record.getMessage()  # where it waits
+    release.set()
+    wait_until(lambda: looptoken.status()["tasks_past_timeout"] == 0, "the task to end")
+
+
+def test_await_multiple_reports_a_timeout_even_if_a_coroutine_swallows_its_cancellation(
+    token: looptoken.LoopToken, release: threading.Event
+) -> None:
+    stubborn, quick = looptoken.await_multiple(
+        [_stubborn(release), asyncio.sleep(0, "quick")], timeout=0.2
+    )
+    assert stubborn[0] is False
+    assert isinstance(stubborn[1], TimeoutError)
+    assert quick == (True, "quick")
+    assert looptoken.status()["tasks_past_timeout"] == 1
+    release.set()
+    wait_until(lambda: looptoken.status()["tasks_past_timeout"] == 0, "the task to end")
