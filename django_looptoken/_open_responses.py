@@ -12,6 +12,9 @@ request, when:
 
 * the same thread starts its next request: a thread serves one request at
   a time, so its previous response is done with;
+* the thread ends: under ASGI Django serves each request's sync code in a
+  thread of its own, and the response of a request whose client went away
+  is never sent, so never closed;
 * the process begins to exit: for responses whose thread has ended, or is
   the thread that exits (a server thread still sending a body is left to
   finish, and the drain waits for it).
@@ -62,10 +65,29 @@ class OpenResponse:
 _open: dict[int | None, OpenResponse] = {}
 
 
+class _ThreadEnd:
+    """Kept in a thread-local: dropped, so finalized, when its thread ends."""
+
+    __slots__ = ("ident",)
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+
+    def __del__(self) -> None:
+        response = _open.pop(self.ident, None)
+        if response is not None:
+            response.give_up("as its thread ended")
+
+
+_thread_end = threading.local()
+
+
 def served(token: LoopToken, method: str | None, path: str) -> OpenResponse:
     """Note this thread's response, open until its ``close()``."""
     response = OpenResponse(token, method, path)
     _open[response.thread.ident] = response
+    if "end" not in _thread_end.__dict__:  # once per thread
+        _thread_end.end = _ThreadEnd()
     return response
 
 

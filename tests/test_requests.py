@@ -22,7 +22,7 @@ from django.views import View
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, wait_until
 from tests.testapp import debug_page, views
 from tests.testapp.models import Item
 
@@ -72,6 +72,28 @@ def test_a_response_nobody_closed_gives_its_token_up_at_its_threads_next_request
         "The response to GET /streaming/ was never closed; its loop token is released now, "
         "as its thread starts another request."
     )
+
+
+def test_a_response_nobody_closed_gives_its_token_up_when_its_thread_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As under ASGI, where each request's sync code runs in a thread of its own."""
+    kept: list[Any] = []
+    with looptoken.start_loop(), caplog.at_level(logging.WARNING, logger="django_looptoken"):
+        serving = threading.Thread(target=lambda: kept.append(Client().get("/streaming/")))
+        serving.start()
+        serving.join(30)
+        wait_until(lambda: looptoken.status()["tokens"] == 1, "the token to be given up")
+    assert any(
+        "GET /streaming/ was never closed" in r.getMessage()
+        and r.getMessage().endswith(
+            "as its thread ended. Whatever received it (the WSGI "
+            "server, the test client, a client such as DRF's RequestsClient, code that kept "
+            "it) must call response.close()."
+        )
+        for r in caplog.records
+    )
+    assert kept  # still referenced: the token went with the thread, not the response
 
 
 UNCLOSED_AT_EXIT = """
