@@ -3,9 +3,11 @@
 Shutdown drains tokens, so a request that holds one finishes on a running
 loop. The token is released when the WSGI server closes the response: for a
 ``StreamingHttpResponse`` that is after the stream is exhausted or closed,
-not when the view returns. Under WSGI, a ``StreamingHttpResponse`` over an
-async iterator is sent chunk by chunk through ``iterate()`` instead of
-being collected whole first (``_streaming_response``).
+not when the view returns. A response nobody closes gives its token up when
+its thread starts its next request, or at exit (``_open_responses``).
+Under WSGI, a ``StreamingHttpResponse`` over an async iterator is sent
+chunk by chunk through ``iterate()`` instead of being collected whole first
+(``_streaming_response``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_looptoken._async_views import follow_shared_loop, restore_routing
+from django_looptoken._open_responses import release_previous, served
 from django_looptoken._streaming_response import is_async_stream, stream_chunk_by_chunk
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.tokens import start_loop
@@ -50,6 +53,7 @@ class LoopTokenMiddleware:
             # Invalid LOOPTOKEN (logged at startup): no token, no routing, so
             # pages that do not use the loop are served as usual.
             return self.get_response(request)
+        release_previous()  # a response of this thread's last request nobody closed
         token = start_loop()
         request.looptoken = token  # type: ignore[attr-defined]
         wsgi = isinstance(request, WSGIRequest)
@@ -71,7 +75,7 @@ class LoopTokenMiddleware:
         # server (and the test client) calls once the body has been sent,
         # in the thread that served the request.
         closers = response._resource_closers  # type: ignore[attr-defined]
-        closers.append(token.release)
+        closers.append(served(token, request.method, request.path).close)
         if wsgi:
             closers.append(restore_routing)
         return response

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +22,7 @@ from django.views import View
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
+from tests.support.processes import ROOT, wait_until
 from tests.testapp import debug_page, views
 from tests.testapp.models import Item
 
@@ -49,6 +55,77 @@ def test_a_stream_closed_before_its_end_releases_its_token(client: Client) -> No
         assert next(iter(response.streaming_content)) == b"2\n"  # type: ignore[attr-defined]
         response.close()  # as a WSGI server does when its client goes away
         assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
+
+
+def test_a_response_nobody_closed_gives_its_token_up_at_its_threads_next_request(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with looptoken.start_loop(), caplog.at_level(logging.WARNING, logger="django_looptoken"):
+        kept = client.get("/streaming/?unread=1")  # never read, never closed
+        assert looptoken.status()["tokens"] == 2
+        assert client.get("/tokens/").json() == {"held": True, "tokens": 2}
+        assert looptoken.status()["tokens"] == 1  # the kept response's token is gone
+        kept.close()  # late: nothing more happens
+        assert looptoken.status()["tokens"] == 1
+    (record,) = [r for r in caplog.records if "was never closed" in r.getMessage()]
+    assert record.getMessage().startswith(
+        "The response to GET /streaming/ was never closed; its loop token is released now, "
+        "as its thread starts another request."
+    )
+
+
+def test_a_response_nobody_closed_gives_its_token_up_when_its_thread_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As under ASGI, where each request's sync code runs in a thread of its own."""
+    kept: list[Any] = []
+    with looptoken.start_loop(), caplog.at_level(logging.WARNING, logger="django_looptoken"):
+        serving = threading.Thread(target=lambda: kept.append(Client().get("/streaming/")))
+        serving.start()
+        serving.join(30)
+        wait_until(lambda: looptoken.status()["tokens"] == 1, "the token to be given up")
+    assert any(
+        "GET /streaming/ was never closed" in r.getMessage()
+        and r.getMessage().endswith(
+            "as its thread ended. Whatever received it (the WSGI "
+            "server, the test client, a client such as DRF's RequestsClient, code that kept "
+            "it) must call response.close()."
+        )
+        for r in caplog.records
+    )
+    assert kept  # still referenced: the token went with the thread, not the response
+
+
+UNCLOSED_AT_EXIT = """
+import django
+django.setup()
+from django.test import Client
+kept = Client().get("/streaming/")  # referenced, never read, never closed
+print("ready", flush=True)
+"""
+
+
+def test_a_response_nobody_closed_does_not_hold_up_the_exit() -> None:
+    """Under -W error::ResourceWarning, as DRF's suite runs: no garbage-collected
+    token, and the exit does not wait SHUTDOWN_TIMEOUT (30 s) for the token."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONDEVMODE": "1"}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", UNCLOSED_AT_EXIT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    took = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ready\n"
+    assert took < 15, f"the exit took {took:.1f} s"  # the drain would wait 30 s
+    assert "The response to GET /streaming/ was never closed" in done.stderr
+    assert "as the process exits" in done.stderr
+    assert "ResourceWarning" not in done.stderr
+    assert "timed out" not in done.stderr
 
 
 def test_an_async_iterator_stream_keeps_its_token_until_it_is_done(client: Client) -> None:

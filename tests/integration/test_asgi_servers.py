@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.support.processes import NOISE, Launcher, free_port, stop
+from tests.support.processes import NOISE, Launcher, free_port, stop, wait_until
 from tests.testapp import events
 
 EVENTS = "tests.integration.requests_settings"  # with LOOPTOKEN_TEST_EVENTS
@@ -68,5 +69,35 @@ def test_uvicorn_workers_drain_protected_work_on_sigterm(
     # answer to that, the default action kills each worker before its drain.
     stop(server, signal.SIGTERM, timeout=30)
     assert sorted(path.name for path in markers.glob("done-*")) == [f"done-{n}" for n in names]
+    for noise in NOISE:
+        assert noise not in server.stderr(), server.stderr()
+
+
+def test_uvicorn_an_aborted_request_leaves_no_token_held(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """The client leaves before the response: the request's token is released
+    all the same (Django closes the response; failing that, the token goes
+    with the request's thread), so only the app's and this request's remain."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
+    server = launcher.launch(
+        "uvicorn",
+        [*command, "tests.asgi:application"],
+        port=port,
+        settings="tests.integration.lifecycle_settings",
+        extra_env={"LOOPTOKEN_TEST_MARKERS": str(markers)},
+    )
+    with pytest.raises(httpx.ReadTimeout):  # the view answers after 0.5 s
+        httpx.get(server.url + "lifecycle/drain/left/", timeout=0.1)
+    wait_until((markers / "done-left").exists, "the aborted view's work to finish")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        wait_until(
+            lambda: client.get("tokens/").json() == {"held": True, "tokens": 2},
+            "the aborted request's token to be released",
+        )
+    stop(server, signal.SIGTERM, timeout=30)
     for noise in NOISE:
         assert noise not in server.stderr(), server.stderr()
