@@ -74,6 +74,8 @@ class _ThreadEnd:
         self.ident = threading.get_ident()
 
     def __del__(self) -> None:
+        if _open is None:
+            return  # the interpreter is tearing this module down: nothing to release
         response = _open.pop(self.ident, None)
         if response is not None:
             response.give_up("as its thread ended")

@@ -31,9 +31,23 @@ logger = logging.getLogger("django_looptoken")
 # holding the process past SHUTDOWN_TIMEOUT by more than about a second.
 CLOSE_GRACE_SECONDS = 1.0
 
-# Extra steps for the sequence (loop resources register theirs), run after
-# the tasks are gone and before the executor and async generators close.
-closing_hooks: list[Callable[[LoopRun], Awaitable[None]]] = []
+# What the sequence closes once the tasks are gone, in this order, before
+# the async generators and the executor. The module that owns each thing
+# says how to close it (``closing_step``); it cannot be imported here, since
+# each of them imports the runtime, which imports this module.
+CLOSING_STEPS = (
+    "open iterate() streams",  # first: they read from the pools closed next
+    "loop_resource instances",  # newest first
+    "the status monitor",  # last: the status socket answers during the drain
+)
+_closers: dict[str, Callable[[LoopRun], Awaitable[None]]] = {}
+
+
+def closing_step(step: str, close: Callable[[LoopRun], Awaitable[None]]) -> None:
+    """Say how the sequence closes ``step`` (one of ``CLOSING_STEPS``)."""
+    if step not in CLOSING_STEPS:
+        raise ValueError(f"{step!r} is not one of the closing steps {CLOSING_STEPS}")
+    _closers[step] = close
 
 
 def begin(run: LoopRun, timeout: float) -> None:
@@ -86,8 +100,10 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
         await _wait([*run.protected, *run.protecting], time_left, cut_short)
         why = "when told not to wait" if cut_short.done() else f"after {timeout:.1f} s"
         await _cut_stragglers(me, why, quiet=set(run.protecting))
-        for hook in closing_hooks:
-            await _run_step(hook(run), f"closing hook {hook!r}", time_left())
+        for step in CLOSING_STEPS:
+            close = _closers.get(step)
+            if close is not None:
+                await _run_step(close(run), f"closing {step}", time_left())
         await _run_step(loop.shutdown_asyncgens(), "shutting down async generators", time_left())
         await _run_step(
             loop.shutdown_default_executor(), "shutting down the default executor", time_left()

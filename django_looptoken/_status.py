@@ -136,4 +136,4 @@ def _start_monitor(run: LoopRun) -> None:
 
 
 _loop_run.started_hooks.append(_start_monitor)
-_shutdown.closing_hooks.append(_monitor.close)
+_shutdown.closing_step("the status monitor", _monitor.close)

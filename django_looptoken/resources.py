@@ -142,4 +142,4 @@ def _instances_on(loop: asyncio.AbstractEventLoop) -> dict[LoopResource[Any], An
     return entry.instances
 
 
-_shutdown.closing_hooks.append(_close_resources)
+_shutdown.closing_step("loop_resource instances", _close_resources)

@@ -322,4 +322,4 @@ async def _close_open_streams(run: LoopRun) -> None:
             logger.exception("Closing an open iterate() stream at shutdown failed.")
 
 
-_shutdown.closing_hooks.append(_close_open_streams)
+_shutdown.closing_step("open iterate() streams", _close_open_streams)

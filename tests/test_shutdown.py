@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 import django_looptoken as looptoken
-from django_looptoken import _shutdown, signals
-from django_looptoken._loop_run import LoopRun
+from django_looptoken import signals
 from django_looptoken._runtime import State, runtime
 
 
 @pytest.fixture
 def events() -> Iterator[list[str]]:
-    """What the sequence did, in order, as seen by signals and a closing hook."""
+    """What the sequence did, in order, as seen by signals (and the test's objects)."""
     seen: list[str] = []
 
     def on_stopping(sender: type, loop: asyncio.AbstractEventLoop, **kwargs: object) -> None:
@@ -30,18 +29,13 @@ def events() -> Iterator[list[str]]:
         assert not loop.is_closed()
         seen.append("loop_stopped")
 
-    async def closing_hook(run: LoopRun) -> None:
-        seen.append("closing hook")
-
     signals.loop_stopping.connect(on_stopping)
     signals.loop_stopped.connect(on_stopped)
-    _shutdown.closing_hooks.append(closing_hook)
     try:
         yield seen
     finally:
         signals.loop_stopping.disconnect(on_stopping)
         signals.loop_stopped.disconnect(on_stopped)
-        _shutdown.closing_hooks.remove(closing_hook)
 
 
 def test_the_sequence_runs_in_aiorun_order(events: list[str]) -> None:
@@ -76,12 +70,22 @@ def test_the_sequence_runs_in_aiorun_order(events: list[str]) -> None:
     def in_executor() -> None:
         events.append("executor job ran")
 
+    class Pool:
+        async def aclose(self) -> None:
+            events.append("loop resource closed")
+
+    pool = looptoken.loop_resource(Pool, close="aclose")
+
+    async def use_the_pool() -> None:
+        pool.get()
+
     token = looptoken.start_loop()
     loop = looptoken.get_loop()
     looptoken.spawn(unprotected())
     looptoken.spawn(looptoken.shutdown_waits_for(protected()))
     looptoken.await_(start_generator())
     looptoken.await_(loop.run_in_executor(None, in_executor))
+    looptoken.await_(use_the_pool())
     assert started.wait(10)
     token.release()
 
@@ -91,7 +95,7 @@ def test_the_sequence_runs_in_aiorun_order(events: list[str]) -> None:
         "loop_stopping",
         "unprotected cancelled",
         "protected finished",
-        "closing hook",
+        "loop resource closed",
         "async generator closed",
         "loop_stopped",
     ]
