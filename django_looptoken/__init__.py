@@ -23,6 +23,7 @@ Layout (every public name is re-exported here):
   status report; docs/internals.md lists each one's job.
 """
 
+from django_looptoken import _process_hooks  # noqa: F401 - fork, settings and exit hooks
 from django_looptoken._status import status
 from django_looptoken.bridge import await_, await_multiple, shutdown_waits_for, spawn
 from django_looptoken.decorators import runs_async

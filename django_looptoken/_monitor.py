@@ -2,7 +2,7 @@
 
 Each life of the loop gets a ``Monitor`` when it starts (a started hook, on
 the loop thread, before ``start_loop()`` returns) and loses it in the
-shutdown sequence (a closing hook). The monitor owns:
+shutdown sequence (its last closing step). The monitor owns:
 
 * the lag probe (``_lag_probe``);
 * the watcher thread (``_watchdog``), which counts slow callbacks and

@@ -1,29 +1,26 @@
-"""The process's shared loop: its state machine, token count, fork and exit.
+"""The process's shared loop: its state machine and token count.
 
 One ``Runtime`` per process. A lock guards the state; while the loop runs,
 tokens are counted without it, and only a release that may be the last
 takes it. Starting and stopping the loop happen outside the lock, and
 callers that arrive meanwhile wait on a condition for the transition to
-finish (anyio's blocking-portal pattern). After ``os.fork()`` the child
-drops the parent's runtime untouched and builds its own.
+finish (anyio's blocking-portal pattern). After a fork the child drops the
+parent's runtime untouched and builds its own; ``_process_hooks`` installs
+the process-wide hooks (fork, settings change, exit) that drive it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import ctypes
-import importlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from enum import Enum
-
-from django.core.signals import setting_changed
 
 from django_looptoken import _shutdown, _waiting, signals
 from django_looptoken._backends import build_loop, resolve_loop_factory
@@ -374,7 +371,9 @@ def _keep_forever(obj: object) -> None:
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
-def _after_fork_in_child() -> None:
+def start_afresh_in_forked_child() -> None:
+    """In a forked child: drop the parent's runtime untouched and build this
+    process's own (``_process_hooks`` calls it, however the fork happened)."""
     global _runtime
     parent = _runtime
     if parent.pid == os.getpid():
@@ -386,73 +385,3 @@ def _after_fork_in_child() -> None:
             _runtime.hold_app_token()
         except Exception:
             logger.exception("Starting the shared loop in the forked child failed.")
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _hook_uwsgi_fork() -> None:
-    # uWSGI forks its workers from C, where os.register_at_fork hooks run
-    # only with --py-call-osafterfork; its own post-fork hook always runs.
-    try:
-        uwsgi = importlib.import_module("uwsgi")  # exists only inside uWSGI
-    except ImportError:
-        return
-    previous = getattr(uwsgi, "post_fork_hook", None)
-
-    def post_fork() -> None:
-        _after_fork_in_child()
-        if previous is not None:
-            previous()
-
-    setattr(uwsgi, "post_fork_hook", post_fork)  # noqa: B010 - a module of C origin
-
-
-_hook_uwsgi_fork()
-
-
-def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
-    if setting == "LOOPTOKEN":
-        _runtime.forget_next_loop()
-
-
-setting_changed.connect(_on_setting_changed)
-
-
-# After a second Ctrl-C or SIGTERM, how long the exit waits for the loop to
-# cut its work short before leaving it to die with the process.
-HURRY_GRACE_SECONDS = 1.0
-
-
-_exit_hook_ran = False
-
-
-def _at_exit() -> None:
-    global _exit_hook_ran
-    if _exit_hook_ran:  # registered twice (see below); the first call did it all
-        return
-    _exit_hook_ran = True
-    # A test runner may have closed the streams logging handlers write to
-    # (pytest closes its capture files before the interpreter exits): such a
-    # record is dropped, not reported as "--- Logging error ---" on stderr.
-    raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
-    try:
-        _runtime.exit()
-    except (KeyboardInterrupt, SystemExit):
-        # A second signal while draining: the user wants out now.
-        logger.warning("Interrupted while draining: stopping the shared loop without waiting.")
-        # A third signal leaves at once: the loop thread is a daemon.
-        with contextlib.suppress(KeyboardInterrupt, SystemExit):
-            _runtime.stop_now(HURRY_GRACE_SECONDS)
-    except Exception:
-        logger.exception("Shutting down the shared loop at exit failed.")
-    finally:
-        logging.raiseExceptions = raise_exceptions
-
-
-# Before Python joins non-daemon threads, so that request threads still
-# holding tokens can finish on a running loop (plain atexit runs too late).
-threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
-# uWSGI ends a worker with exit(), which runs atexit hooks but not Python's
-# thread shutdown; there this one drains (a second call returns at once).
-atexit.register(_at_exit)
