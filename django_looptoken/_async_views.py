@@ -58,7 +58,8 @@ def follow_shared_loop() -> None:
     slots are read through the thread's ``__dict__`` because a missing
     attribute of a ``threading.local`` costs an exception each time.
     """
-    restore_routing()  # a previous request whose response nobody closed
+    if _routing.saved is not None:
+        restore_routing()  # a previous request whose response nobody closed
     target = runtime().running_loop
     # merged() rather than the ASYNC_VIEWS property: one call less per request;
     # the checks keep the value a bool (else no loop runs and target is None).

@@ -25,28 +25,38 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from threading import get_ident
 
+from django_looptoken._async_views import restore_routing
 from django_looptoken.tokens import LoopToken
 
 logger = logging.getLogger("django_looptoken")
 
 
 class OpenResponse:
-    """One response served with ``token`` and not closed yet."""
+    """One response served with ``token`` and not closed yet, by the thread
+    ``ident``; ``routed``: that request pointed ``async_to_sync`` at the shared
+    loop (``ASYNC_VIEWS``), which its close puts back."""
 
-    __slots__ = ("method", "path", "thread", "token")
+    __slots__ = ("ident", "method", "path", "routed", "token")
 
-    def __init__(self, token: LoopToken, method: str | None, path: str) -> None:
+    def __init__(
+        self, token: LoopToken, method: str | None, path: str, ident: int, routed: bool
+    ) -> None:
         self.token = token
         self.method = method
         self.path = path
-        self.thread = threading.current_thread()
+        self.ident = ident
+        self.routed = routed
 
     def close(self) -> None:
-        """The response was closed: release the token (``response.close()`` calls this)."""
-        if _open.get(self.thread.ident) is self:
-            _open.pop(self.thread.ident, None)
+        """The response was closed (``response.close()`` calls this): release
+        the token, and put back the routing of the thread that closes it."""
+        if _open.get(self.ident) is self:
+            del _open[self.ident]
         self.token.release()
+        if self.routed:
+            restore_routing()
 
     def give_up(self, when: str) -> None:
         """Nobody closed the response: release its token, and say so."""
@@ -62,7 +72,8 @@ class OpenResponse:
         )
 
 
-_open: dict[int | None, OpenResponse] = {}
+# One entry per thread: its latest response, until closed or given up.
+_open: dict[int, OpenResponse] = {}
 
 
 class _ThreadEnd:
@@ -84,28 +95,35 @@ class _ThreadEnd:
 _thread_end = threading.local()
 
 
-def served(token: LoopToken, method: str | None, path: str) -> OpenResponse:
-    """Note this thread's response, open until its ``close()``."""
-    response = OpenResponse(token, method, path)
-    _open[response.thread.ident] = response
+def previous_of_this_thread() -> int:
+    """At a request's start: give up the thread's previous response if nobody
+    closed it; return the thread's ident (for ``served``)."""
+    ident = get_ident()
+    previous = _open.pop(ident, None)
+    if previous is not None:
+        previous.give_up("as its thread starts another request")
+    return ident
+
+
+def served(
+    token: LoopToken, method: str | None, path: str, ident: int, routed: bool
+) -> OpenResponse:
+    """Note the thread's response, open until its ``close()``; if the thread
+    ends first (ASGI gives each request's sync code a thread of its own), the
+    token goes with it."""
+    response = _open[ident] = OpenResponse(token, method, path, ident, routed)
     if "end" not in _thread_end.__dict__:  # once per thread
         _thread_end.end = _ThreadEnd()
     return response
 
 
-def release_previous() -> None:
-    """At the start of a request: the thread's previous response is done with."""
-    previous = _open.pop(threading.get_ident(), None)
-    if previous is not None:
-        previous.give_up("as its thread starts another request")
-
-
 def release_at_exit() -> None:
     """At exit, before the drain: release what no live thread can still close."""
-    exiting = threading.current_thread()
-    for response in list(_open.values()):
-        if response.thread is exiting or not response.thread.is_alive():
-            _open.pop(response.thread.ident, None)
+    exiting = get_ident()
+    live = {thread.ident for thread in threading.enumerate()}
+    for ident, response in list(_open.items()):
+        if ident == exiting or ident not in live:
+            _open.pop(ident, None)
             response.give_up("as the process exits")
 
 

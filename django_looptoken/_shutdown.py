@@ -45,8 +45,7 @@ _closers: dict[str, Callable[[LoopRun], Awaitable[None]]] = {}
 
 def closing_step(step: str, close: Callable[[LoopRun], Awaitable[None]]) -> None:
     """Say how the sequence closes ``step`` (one of ``CLOSING_STEPS``)."""
-    if step not in CLOSING_STEPS:
-        raise ValueError(f"{step!r} is not one of the closing steps {CLOSING_STEPS}")
+    assert step in CLOSING_STEPS, step  # a step of ours, named above
     _closers[step] = close
 
 

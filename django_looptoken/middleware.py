@@ -21,7 +21,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_looptoken._async_views import follow_shared_loop, restore_routing
-from django_looptoken._open_responses import release_previous, served
+from django_looptoken._open_responses import previous_of_this_thread, served
 from django_looptoken._streaming_response import is_async_stream, stream_chunk_by_chunk
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.tokens import start_loop
@@ -53,7 +53,7 @@ class LoopTokenMiddleware:
             # Invalid LOOPTOKEN (logged at startup): no token, no routing, so
             # pages that do not use the loop are served as usual.
             return self.get_response(request)
-        release_previous()  # a response of this thread's last request nobody closed
+        ident = previous_of_this_thread()  # its last response, if nobody closed it
         token = start_loop()
         request.looptoken = token  # type: ignore[attr-defined]
         wsgi = isinstance(request, WSGIRequest)
@@ -74,8 +74,6 @@ class LoopTokenMiddleware:
         # Django calls each of these from response.close(), which the WSGI
         # server (and the test client) calls once the body has been sent,
         # in the thread that served the request.
-        closers = response._resource_closers  # type: ignore[attr-defined]
-        closers.append(served(token, request.method, request.path).close)
-        if wsgi:
-            closers.append(restore_routing)
+        opened = served(token, request.method, request.path, ident, routed=wsgi)
+        response._resource_closers.append(opened.close)  # type: ignore[attr-defined]
         return response
