@@ -7,15 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import (  # noqa: F401  (old import path, kept while branches land)
-    NOISE,
-    ROOT,
-    Launcher,
-    Server,
-    free_port,
-    stop,
-    wait_until_serving,
-)
+from tests.support.processes import Launcher, Server
 
 
 def pytest_collectstart(collector: pytest.Collector) -> None:

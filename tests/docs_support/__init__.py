@@ -1,1 +1,0 @@
-"""Old import path of ``tests.support``, kept while in-flight branches land."""
