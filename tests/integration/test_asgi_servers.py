@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import NOISE, Launcher, free_port, stop, wait_until
+from tests.support.processes import NOISE, Launcher, Server, free_port, stop, wait_until
 from tests.testapp import events
 
 EVENTS = "tests.integration.requests_settings"  # with LOOPTOKEN_TEST_EVENTS
@@ -46,20 +46,26 @@ def test_an_async_view_under_uvicorn_reuses_its_loops_resource_closed_at_ctrl_c(
         assert noise not in server.stderr()
 
 
-def test_uvicorn_workers_drain_protected_work_on_sigterm(
-    launcher: Launcher, tmp_path: Path
-) -> None:
-    markers = tmp_path / "markers"
+def _lifecycle_uvicorn(launcher: Launcher, markers: Path, *options: str) -> Server:
+    """uvicorn with ``options`` serving the lifecycle views, which leave their
+    markers in ``markers`` (made here)."""
     markers.mkdir()
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
-    server = launcher.launch(
+    return launcher.launch(
         "uvicorn",
-        [*command, "--workers", "2", "tests.asgi:application"],
+        [*command, *options, "tests.asgi:application"],
         port=port,
         settings="tests.integration.lifecycle_settings",
         extra_env={"LOOPTOKEN_TEST_MARKERS": str(markers)},
     )
+
+
+def test_uvicorn_workers_drain_protected_work_on_sigterm(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    server = _lifecycle_uvicorn(launcher, markers, "--workers", "2")
     names = [f"job{n}" for n in range(6)]
     with httpx.Client(base_url=server.url, timeout=30) as client, ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda name: client.get(f"lifecycle/drain/{name}/"), names))
@@ -80,16 +86,7 @@ def test_uvicorn_an_aborted_request_leaves_no_token_held(
     all the same (Django closes the response; failing that, the token goes
     with the request's thread), so only the app's and this request's remain."""
     markers = tmp_path / "markers"
-    markers.mkdir()
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
-    server = launcher.launch(
-        "uvicorn",
-        [*command, "tests.asgi:application"],
-        port=port,
-        settings="tests.integration.lifecycle_settings",
-        extra_env={"LOOPTOKEN_TEST_MARKERS": str(markers)},
-    )
+    server = _lifecycle_uvicorn(launcher, markers)
     with pytest.raises(httpx.ReadTimeout):  # the view answers after 0.5 s
         httpx.get(server.url + "lifecycle/drain/left/", timeout=0.1)
     wait_until((markers / "done-left").exists, "the aborted view's work to finish")
