@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -235,4 +234,3 @@ class BackgroundExecutor(concurrent.futures.Executor):
 
 
 background_executor = BackgroundExecutor()
-os.register_at_fork(after_in_child=background_executor.forget_after_fork)

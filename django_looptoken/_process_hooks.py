@@ -1,8 +1,10 @@
 """The process's hooks into the runtime: fork, settings change and exit.
 
-* Fork: a forked child builds its own runtime (``os.register_at_fork``, and
-  uWSGI's own post-fork hook: uWSGI forks its workers from C, where the
-  former runs only with ``--py-call-osafterfork``).
+* Fork: a forked child makes every per-process piece afresh (the waker,
+  the background executor, the role, the runtime) in one hook, run by
+  ``os.register_at_fork``; uWSGI forks its workers from C, where that runs
+  only with ``--py-call-osafterfork``, so its post-fork hook runs Python's
+  after-fork work itself.
 * ``setting_changed`` for ``LOOPTOKEN``: the unstarted loop ``get_loop()``
   built is dropped.
 * Exit: the shared loop is drained before Python joins non-daemon threads,
@@ -15,18 +17,53 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib
 import logging
 import os
+import sys
 import threading
 
 from django.core.signals import setting_changed
 
-from django_looptoken import _runtime
+from django_looptoken import _handback, _process_role, _runtime, _waiting
 
 logger = logging.getLogger("django_looptoken")
 
-os.register_at_fork(after_in_child=_runtime.start_afresh_in_forked_child)
+# The pid _after_fork_in_child last ran in: uWSGI with --py-call-osafterfork
+# calls both hooks below in each worker.
+_reset_in_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    """Everything per process, made afresh in a forked child, however the
+    fork happened: the forking thread's waker, the background executor's
+    thread, the process's role, then the runtime (which may start the loop,
+    and so uses the others)."""
+    global _reset_in_pid
+    if _reset_in_pid == os.getpid():
+        return
+    _reset_in_pid = os.getpid()
+    _waiting.forget_waker_after_fork()
+    _handback.background_executor.forget_after_fork()
+    _process_role.forget_after_fork()
+    _runtime.start_afresh_in_forked_child()
+
+
+os.register_at_fork(
+    after_in_parent=_process_role.forked_a_child, after_in_child=_after_fork_in_child
+)
+
+
+def _python_after_fork_in_child() -> None:
+    """Run what ``os.fork()`` runs in a child: every at-fork hook (threading's,
+    this app's, other libraries') and the interpreter's own reset."""
+    if sys.implementation.name == "cpython":
+        # What uWSGI's --py-call-osafterfork does. Without it, the master's
+        # threads stay "alive" in the worker and its exit waits on them forever.
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+    else:  # pragma: no cover - no other interpreter runs uWSGI's Python plugin
+        _after_fork_in_child()
 
 
 def _hook_uwsgi_fork() -> None:
@@ -37,7 +74,12 @@ def _hook_uwsgi_fork() -> None:
     previous = getattr(uwsgi, "post_fork_hook", None)
 
     def post_fork() -> None:
-        _runtime.start_afresh_in_forked_child()
+        # uWSGI forks its workers from C: unless --py-call-osafterfork made it
+        # run them already, Python's after-fork hooks have not run. Not in a
+        # process that was not forked (uWSGI without a master serves in the
+        # process that loaded the app): its threads are real.
+        if _reset_in_pid != os.getpid():
+            _python_after_fork_in_child()
         if previous is not None:
             previous()
 

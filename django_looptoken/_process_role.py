@@ -15,7 +15,6 @@ is 0.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from typing import Literal
 
@@ -44,14 +43,13 @@ def role() -> Role:
     return "master" if _forked_children else "worker"
 
 
-def _after_fork_in_parent() -> None:
+def forked_a_child() -> None:
+    """After ``os.fork()`` in the parent: it is a master from now on."""
     global _forked_children
     _forked_children = True
 
 
-def _after_fork_in_child() -> None:
+def forget_after_fork() -> None:
+    """In a forked child: a worker, even if its parent had forked others before."""
     global _forked_children
-    _forked_children = False  # a worker, even if its parent had forked others before
-
-
-os.register_at_fork(after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+    _forked_children = False

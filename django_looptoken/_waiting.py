@@ -147,13 +147,11 @@ def thread_waker() -> DescriptorWaker:
         return waker
 
 
-def _forget_waker_after_fork() -> None:
-    # The child shares the descriptors with the parent's thread: it gets its
-    # own. Closed here, not when the last reference goes: a call the fork
-    # copied may still hold the old waker.
+def forget_waker_after_fork() -> None:
+    """In a forked child: the forking thread's waker shares its descriptors
+    with the parent's thread; this thread makes its own on next use."""
+    # Closed here, not when the last reference goes: a call the fork copied
+    # may still hold the old waker.
     inherited = _local.__dict__.pop("waker", None)
     if inherited is not None:
         inherited.close()
-
-
-os.register_at_fork(after_in_child=_forget_waker_after_fork)

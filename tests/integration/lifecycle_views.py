@@ -12,6 +12,7 @@ import os
 import threading
 from pathlib import Path
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 
 import django_looptoken as looptoken
@@ -54,6 +55,20 @@ async def drain(request: HttpRequest, name: str) -> JsonResponse:
     looptoken.spawn(looptoken.shutdown_waits_for(_finish_later(name, seconds)))
     await asyncio.sleep(0.5)
     return JsonResponse({"pid": os.getpid()})
+
+
+@looptoken.runs_async
+async def spawn_sync(request: HttpRequest, calls: int) -> JsonResponse:
+    """Spawn ``calls`` tasks that each make a thread-sensitive call; answer
+    how many of them ran within 5 s."""
+    ran: list[int] = []
+
+    async def job() -> None:
+        await sync_to_async(ran.append)(os.getpid())
+
+    tasks = [looptoken.spawn(job()) for _ in range(calls)]
+    await asyncio.wait([asyncio.wrap_future(task) for task in tasks], timeout=5)
+    return JsonResponse({"pid": os.getpid(), "ran": len(ran)})
 
 
 async def _wait_to_be_cancelled(started: asyncio.Event) -> None:

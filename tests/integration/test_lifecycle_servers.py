@@ -158,11 +158,11 @@ def uwsgi(launcher: Launcher, markers: Path) -> Callable[..., Server]:
     if not binary.exists():
         pytest.fail(f"{binary} is missing: `make test` installs it with the test extras (pip)")
 
-    def start(*options: str) -> Server:
+    def start(*options: str, module: str = "tests.wsgi:application") -> Server:
         port = free_port()
         command = [
             str(binary),
-            *("--http-socket", f"127.0.0.1:{port}", "--module", "tests.wsgi:application"),
+            *("--http-socket", f"127.0.0.1:{port}", "--module", module),
             *("--master", "--die-on-term", *GRACEFUL_SIGTERM),
             *("--need-app", "--home", sys.prefix),
             *options,
@@ -216,4 +216,24 @@ def test_uwsgi_sigterm_lets_a_busy_worker_finish_its_request_and_drain(
     assert (markers / "done-b").exists()  # and its worker drained before it left
     pid = int((markers / "started-b").read_text())
     assert f"Shared loop stopped (pid {pid})" in server.stderr()
+    assert_quiet(server)
+
+
+def test_uwsgi_workers_forked_after_the_master_used_the_loop_get_their_own_of_everything(
+    uwsgi: Callable[..., Server], markers: Path
+) -> None:
+    # The master runs the app's import, which awaits on the loop and spawns a
+    # thread-sensitive call: it has a waker and a background thread of its own
+    # that the workers, forked from C, must not inherit.
+    server = uwsgi("--processes", "2", module="tests.integration.wsgi_loop_at_import:application")
+    close = {"Connection": "close"}
+    with httpx.Client(base_url=server.url, timeout=10, headers=close) as client:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: client.get("lifecycle/loop/").json(), range(60)))
+        workers = {answer["pid"] for answer in answers}
+        assert len(workers) == 2  # each answered all it was given: no wake-up was stolen
+        ran = [client.get("lifecycle/spawn-sync/6/").json() for _ in range(6)]
+        assert [answer["ran"] for answer in ran] == [6] * 6, ran
+    assert stop(server) == 0  # the workers heard SIGTERM and drained
+    assert all(f"Shared loop stopped (pid {pid})" in server.stderr() for pid in workers)
     assert_quiet(server)
