@@ -56,8 +56,14 @@ services:
 			"sudo apt-get install redis-server postgresql"; \
 	fi
 
+# A uWSGI from before threads were on by default (2.0.27), for the test that
+# the app refuses to start its loop there and says which option to add.
+UWSGI_THREADS_OFF := .uwsgi-2.0.26
+$(UWSGI_THREADS_OFF)/bin/uwsgi: $(VENV)/.installed
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps --target $(UWSGI_THREADS_OFF) "uwsgi==2.0.26"
+
 # Every check: lint, strict typing, and the suite on Django 5.2 and 4.2 LTS.
-test: lint $(VENV_DJANGO42)/.installed browser services
+test: lint $(VENV_DJANGO42)/.installed browser services $(UWSGI_THREADS_OFF)/bin/uwsgi
 	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest
 	PYTHONDEVMODE=1 $(VENV_DJANGO42)/bin/python -m pytest
 
@@ -85,4 +91,4 @@ bench-e2e: $(VENV)/.installed
 	$(VENV)/bin/python bench/bench_e2e.py
 
 clean:
-	rm -rf $(VENV) $(VENV_DJANGO42) build *.egg-info example_project/db.sqlite3
+	rm -rf $(VENV) $(VENV_DJANGO42) $(UWSGI_THREADS_OFF) build *.egg-info example_project/db.sqlite3

@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import importlib
 import logging
 import os
 import sys
@@ -26,7 +25,7 @@ import threading
 
 from django.core.signals import setting_changed
 
-from django_looptoken import _handback, _process_role, _runtime, _waiting
+from django_looptoken import _handback, _process_role, _runtime, _uwsgi, _waiting
 
 logger = logging.getLogger("django_looptoken")
 
@@ -67,9 +66,8 @@ def _python_after_fork_in_child() -> None:
 
 
 def _hook_uwsgi_fork() -> None:
-    try:
-        uwsgi = importlib.import_module("uwsgi")  # exists only inside uWSGI
-    except ImportError:
+    uwsgi = _uwsgi.uwsgi
+    if uwsgi is None:
         return
     previous = getattr(uwsgi, "post_fork_hook", None)
 

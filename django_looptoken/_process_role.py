@@ -14,26 +14,25 @@ is 0.
 
 from __future__ import annotations
 
-import importlib
+import os
 from collections.abc import Callable
 from typing import Literal
+
+from django_looptoken._uwsgi import uwsgi
 
 Role = Literal["master", "worker"]
 
 _forked_children = False
 
 
-def _uwsgi_worker_id() -> Callable[[], int] | None:
-    try:
-        uwsgi = importlib.import_module("uwsgi")  # exists only inside uWSGI
-    except ImportError:
-        return None
-    worker_id: Callable[[], int] | None = getattr(uwsgi, "worker_id", None)
-    return worker_id
+_worker_id: Callable[[], int] | None = getattr(uwsgi, "worker_id", None)
+_master_pid: Callable[[], int] | None = getattr(uwsgi, "masterpid", None)
 
 
-# Looked up once: a failed import searches sys.path, on every status request.
-_worker_id = _uwsgi_worker_id()
+def is_uwsgi_master() -> bool:
+    """Whether this is uWSGI's master process (``--master``), which loads the
+    app before it forks the workers from C unless ``--lazy-apps`` is given."""
+    return _master_pid is not None and _master_pid() == os.getpid()
 
 
 def role() -> Role:

@@ -83,6 +83,8 @@ class Runtime:
         # for a management command's first use: the next loop started carries
         # it (again), so AUTOSTART keeps meaning "always on once started".
         self._app_token_lost = False
+        # AUTOSTART in uWSGI's master: no loop here, one in each forked worker.
+        self._app_token_for_forked_workers = False
         self._on_app_token: Callable[[], None] | None = None
         # Starts and stops are news in a server, not in a management command.
         self.lifecycle_level = logging.INFO
@@ -347,6 +349,12 @@ class Runtime:
             self._on_app_token = on_start
             self.lifecycle_level = logging.DEBUG
 
+    def leave_app_token_to_forked_workers(self) -> None:
+        """AUTOSTART in a process that only forks the workers: start no loop
+        here; each forked child takes the app's token at once. A use here
+        still runs, on a loop that lives while tokens are held."""
+        self._app_token_for_forked_workers = True
+
     def hold_app_token(self) -> None:
         """Start the loop for the app and count the app's token (AUTOSTART)."""
         run = self.acquire()
@@ -380,7 +388,8 @@ def start_afresh_in_forked_child() -> None:
         return  # already done for this child (uWSGI may call both hooks)
     _keep_forever(parent)
     _runtime = Runtime()
-    if parent.app_token_run is not None and not parent._exiting:
+    app_token = parent.app_token_run is not None or parent._app_token_for_forked_workers
+    if app_token and not parent._exiting:
         try:
             _runtime.hold_app_token()
         except Exception:

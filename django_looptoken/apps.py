@@ -60,7 +60,13 @@ class LoopTokenConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the checks; start the loop unless the settings forbid it."""
-        from django_looptoken import _async_views, _reloader, _signal_hooks, checks  # noqa: F401
+        from django_looptoken import (  # noqa: F401
+            _async_views,
+            _process_role,
+            _reloader,
+            _signal_hooks,
+            checks,
+        )
         from django_looptoken._runtime import runtime
         from django_looptoken.conf import looptoken_settings
 
@@ -76,6 +82,14 @@ class LoopTokenConfig(AppConfig):
             _reloader.wait_for_draining_children()
             return
         if not looptoken_settings.AUTOSTART:
+            return
+        if _process_role.is_uwsgi_master():
+            # It forks the workers and serves nothing; its exit runs no Python
+            # (uWSGI's master skips atexit hooks), so a loop here could never
+            # drain. Each worker takes the app's token right after its fork.
+            logger.debug("uWSGI master: the loop starts in each worker after the fork.")
+            runtime().leave_app_token_to_forked_workers()
+            _signal_hooks.install()
             return
         command = running_command()
         if command is not None and command not in SERVER_COMMANDS:

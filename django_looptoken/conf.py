@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from django_looptoken import _backends, _status_socket
+from django_looptoken import _backends, _status_socket, _uwsgi
 
 DEFAULTS: dict[str, Any] = {
     "BACKEND": "auto",
@@ -240,10 +240,30 @@ def status_dir_problems(configured: str | None) -> list[Problem]:
     return []
 
 
+def server_problems() -> list[Problem]:
+    """What in the server this process runs in keeps the loop from working."""
+    if _uwsgi.threads_off():
+        return [
+            Problem(
+                SERVER_WITHOUT_THREADS,
+                "uWSGI runs Python threads only while it serves a request (before "
+                "uWSGI 2.0.27 threads are off by default): the loop's thread would stall.",
+                "Add --enable-threads to uWSGI's options (enable-threads = true in its "
+                "ini file), or upgrade uWSGI to 2.0.27 or later.",
+            )
+        ]
+    return []
+
+
+SERVER_WITHOUT_THREADS = "looptoken.E011"
+
+
 def problems_text(problems: list[Problem]) -> str:
     """The one message for invalid settings: logged once at startup, raised at each use."""
+    server_only = all(problem.id == SERVER_WITHOUT_THREADS for problem in problems)
+    cause = "this server runs no threads" if server_only else "the LOOPTOKEN setting is invalid"
     return (
-        "The shared loop cannot start: the LOOPTOKEN setting is invalid "
+        f"The shared loop cannot start: {cause} "
         "(pages that do not use the loop are served as usual).\n"
         + "\n".join(f"  {problem}" for problem in problems)
     )
@@ -280,9 +300,10 @@ class LoopTokenSettings:
         return self._cache
 
     def problems(self) -> list[Problem]:
-        """Every error in the setting (cached until it changes); empty when valid."""
+        """Every error in the setting and in the server this process runs in
+        (cached until the setting changes); empty when the loop can start."""
         if self._problems is None:
-            problems = setting_problems(self.user_settings())
+            problems = setting_problems(self.user_settings()) + server_problems()
             self._invalid_text = problems_text(problems) if problems else None
             self._problems = problems
         return self._problems

@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from tests.support.processes import Launcher, Server, free_port, stop
+from tests.support.processes import ROOT, Launcher, Server, free_port, stop
 
 SETTINGS = "tests.integration.broken_settings"
 
@@ -70,3 +70,50 @@ def test_broken_looptoken_setting_keeps_the_site_up(
     assert "Shared loop started" not in stderr
     assert "Traceback" not in stderr, stderr
     assert "Worker failed to boot" not in stderr
+
+
+# uWSGI before 2.0.27 runs Python threads only while it serves a request,
+# unless --enable-threads is given: `make test` installs one (2.0.26) there.
+OLD_UWSGI = ROOT / ".uwsgi-2.0.26" / "bin" / "uwsgi"
+
+
+def _start_old_uwsgi(launcher: Launcher, *options: str) -> Server:
+    if not OLD_UWSGI.exists():
+        pytest.fail(f"{OLD_UWSGI} is missing: `make test` installs it (uwsgi==2.0.26)")
+    port = free_port()
+    command = [
+        str(OLD_UWSGI),
+        *("--http-socket", f"127.0.0.1:{port}", "--module", "tests.wsgi:application"),
+        *("--master", "--processes", "2", "--die-on-term", "--need-app", "--home", sys.prefix),
+        *options,
+    ]
+    env = {"LOOPTOKEN_TEST_SETTING": "{}", "PYTHONPATH": str(ROOT)}
+    return launcher.launch("uwsgi", command, port=port, settings=SETTINGS, extra_env=env)
+
+
+def test_a_uwsgi_without_threads_keeps_the_site_up_and_names_the_option_to_add(
+    launcher: Launcher,
+) -> None:
+    running = _start_old_uwsgi(launcher)
+    with httpx.Client(base_url=running.url, timeout=10) as client:
+        for _ in range(3):
+            assert client.get("admin/login/").status_code == 200
+            assert client.get("plain/").text == "plain"
+        error = client.get("uses-the-loop/")
+    assert error.status_code == 500
+    assert error.text.startswith("The shared loop cannot start: this server runs no threads")
+    assert "looptoken.E011" in error.text
+    assert "Add --enable-threads" in error.text
+    assert stop(running) == 0
+    stderr = running.stderr()
+    assert error.text in stderr  # logged at startup, with the very text raised
+    assert "Shared loop started" not in stderr
+    assert "Traceback" not in stderr, stderr
+
+
+def test_the_same_uwsgi_with_enable_threads_runs_the_loop(launcher: Launcher) -> None:
+    running = _start_old_uwsgi(launcher, "--enable-threads")
+    with httpx.Client(base_url=running.url, timeout=10) as client:
+        assert client.get("uses-the-loop/").text == "the loop ran"
+    assert stop(running) == 0
+    assert "Shared loop started" in running.stderr()

@@ -16,6 +16,8 @@ async def _warm_up() -> None:
 
 
 looptoken.await_(asyncio.sleep(0))  # makes this thread's waker
-looptoken.spawn(_warm_up()).result(timeout=10)
+# uWSGI's master keeps no loop of its own: work spawned there holds a token.
+with looptoken.start_loop():
+    looptoken.spawn(_warm_up()).result(timeout=10)
 
 __all__ = ["application"]
