@@ -103,7 +103,8 @@ HURRY_GRACE_SECONDS = 1.0
 _exit_hook_ran = False
 
 
-def _at_exit() -> None:
+def drain_at_exit() -> None:
+    """Drain the shared loop before the process exits (once; later calls return)."""
     global _exit_hook_ran
     if _exit_hook_ran:  # registered twice (see below); the first call did it all
         return
@@ -128,7 +129,7 @@ def _at_exit() -> None:
 
 # Before Python joins non-daemon threads, so that request threads still
 # holding tokens can finish on a running loop (plain atexit runs too late).
-threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+threading._register_atexit(drain_at_exit)  # type: ignore[attr-defined]
 # uWSGI ends a worker with exit(), which runs atexit hooks but not Python's
 # thread shutdown; there this one drains (a second call returns at once).
-atexit.register(_at_exit)
+atexit.register(drain_at_exit)

@@ -70,6 +70,10 @@ class LoopTokenConfig(AppConfig):
         from django_looptoken._runtime import runtime
         from django_looptoken.conf import looptoken_settings
 
+        if "celery" in sys.modules:  # a Celery worker imports it before Django's setup
+            from django_looptoken import _celery
+
+            _celery.connect()
         invalid = looptoken_settings.invalid_text()
         if invalid is not None:
             # Never crash a worker at import, never fail pages that do not use

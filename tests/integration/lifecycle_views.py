@@ -19,7 +19,8 @@ import django_looptoken as looptoken
 from django_looptoken._runtime import runtime
 
 
-def _mark(name: str) -> None:
+def mark(name: str) -> None:
+    """Write marker ``name`` with this process's pid."""
     Path(os.environ["LOOPTOKEN_TEST_MARKERS"], name).write_text(str(os.getpid()))
 
 
@@ -41,18 +42,19 @@ async def loop_here(request: HttpRequest) -> JsonResponse:
     )
 
 
-async def _finish_later(name: str, seconds: float) -> None:
+async def finish_later(name: str, seconds: float) -> None:
+    """Write marker ``done-<name>`` after ``seconds``."""
     await asyncio.sleep(seconds)
-    _mark(f"done-{name}")
+    mark(f"done-{name}")
 
 
 @looptoken.runs_async
 async def drain(request: HttpRequest, name: str) -> JsonResponse:
     """Leave protected work that writes its marker after 1 s (or ``?seconds=``);
     answer after 0.5 s."""
-    _mark(f"started-{name}")
+    mark(f"started-{name}")
     seconds = float(request.GET.get("seconds", "1"))
-    looptoken.spawn(looptoken.shutdown_waits_for(_finish_later(name, seconds)))
+    looptoken.spawn(looptoken.shutdown_waits_for(finish_later(name, seconds)))
     await asyncio.sleep(0.5)
     return JsonResponse({"pid": os.getpid()})
 
@@ -76,7 +78,7 @@ async def _wait_to_be_cancelled(started: asyncio.Event) -> None:
     try:
         await asyncio.sleep(3600)
     except asyncio.CancelledError:
-        _mark(f"cancelled-{os.getpid()}")
+        mark(f"cancelled-{os.getpid()}")
         raise
 
 
@@ -110,7 +112,7 @@ async def _refuse_to_stop(started: asyncio.Event) -> None:
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            _mark(f"refused-{os.getpid()}")  # and keep running: a badly written task
+            mark(f"refused-{os.getpid()}")  # and keep running: a badly written task
 
 
 @looptoken.runs_async
