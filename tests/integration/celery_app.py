@@ -7,8 +7,7 @@ import os
 
 from celery import Celery
 
-import django_looptoken as looptoken
-from tests.integration.lifecycle_views import finish_later, mark
+from tests.integration import task_jobs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integration.lifecycle_settings")
 
@@ -18,13 +17,9 @@ app.conf.update(
     worker_hijack_root_logger=False,  # the project's LOGGING shows the app's lines
     worker_prefetch_multiplier=1,
     task_acks_late=False,
+    result_backend=os.environ.get("LOOPTOKEN_TEST_BROKER", "redis://127.0.0.1:1/0"),
 )
 
 
-@app.task
-def leave_protected_work(name: str, seconds: float = 1.0) -> int:
-    """Spawn work that writes marker ``done-<name>`` after ``seconds``, wrapped
-    in ``shutdown_waits_for``; return at once with this process's pid."""
-    mark(f"started-{name}")
-    looptoken.spawn(looptoken.shutdown_waits_for(finish_later(name, seconds)))
-    return os.getpid()
+leave_protected_work = app.task(name="leave_protected_work")(task_jobs.leave_protected_work)
+fetch_peer = app.task(name="fetch_peer")(task_jobs.fetch_peer)

@@ -1,9 +1,12 @@
-"""Task workers: Celery's prefork pool, a real worker on a real Redis.
+"""Task workers, real ones on a real Redis: Celery's prefork pool, RQ's
+forking and simple workers, and django-tasks.
 
-billiard ends each pool process with ``os._exit()``: the app drains the
-child's loop just before (Celery's ``worker_process_shutdown``), so the work
-tasks leave in ``shutdown_waits_for`` finishes whether the worker stops or
-recycles the child.
+billiard and RQ end each pool process or work horse with ``os._exit()``: the
+app drains its loop just before (Celery's ``worker_process_shutdown``, the
+``django_looptoken.rq.Worker`` class), so the work jobs leave in
+``shutdown_waits_for`` finishes. Async jobs under ``@runs_async`` run on the
+worker's shared loop, so their client is pooled across jobs (counted at a
+real aiohttp upstream: one connection).
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
+from redis import Redis
+from rq import Queue
 
+import django_looptoken as looptoken
+from tests.integration import task_jobs
 from tests.integration.test_lifecycle_gunicorn import assert_quiet
-from tests.support.processes import ROOT, Server, stop_process, wait_until
-from tests.support.services import redis_server
+from tests.support.processes import DEADLINE_S, ROOT, Server, stop_process, wait_until
+from tests.support.services import redis_server, upstream
 
-pytestmark = pytest.mark.one_backend  # the worker's loop is the settings' backend
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,7 @@ def markers(tmp_path: Path) -> Path:
 def celery_app(broker: str) -> Iterator[object]:
     from tests.integration.celery_app import app
 
-    app.conf.broker_url = broker
+    app.conf.broker_url = app.conf.result_backend = broker
     yield app
     app.close()
 
@@ -90,7 +97,7 @@ def _children_that_drained(worker: Server) -> set[int]:
 def _send(celery_app: object, names: list[str], seconds: float = 1.0) -> None:
     for name in names:
         celery_app.send_task(  # type: ignore[attr-defined]
-            "tests.integration.celery_app.leave_protected_work", (name, seconds)
+            "leave_protected_work", (name, seconds)
         )
 
 
@@ -138,3 +145,106 @@ def test_a_recycled_celery_child_drains_before_it_is_replaced(
     assert first in _children_that_drained(worker)
     assert stop_process(worker.process, signal.SIGTERM) == 0
     assert_quiet(worker)
+
+
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    with upstream() as url:
+        yield url
+
+
+def test_async_celery_tasks_share_one_pooled_client(
+    celery_app: object, celery_worker: Callable[..., Server], upstream_url: str
+) -> None:
+    worker = celery_worker("-P", "prefork", "-c", "1")
+    peers = [
+        celery_app.send_task("fetch_peer", (upstream_url,)).get(timeout=30)  # type: ignore[attr-defined]
+        for _ in range(3)
+    ]
+    assert len(set(peers)) == 1, peers  # one connection for the three tasks
+    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert_quiet(worker)
+
+
+# -- RQ ---------------------------------------------------------------------------
+
+
+def _run_rq_burst(
+    broker: str, markers: Path, tmp_path: Path, worker_class: str
+) -> tuple[int, str]:
+    """Run an RQ worker in burst mode (it exits once the queue is empty)
+    with ``worker_class``; its exit status and stderr."""
+    stderr_path = tmp_path / "rq.err"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.integration.lifecycle_settings",
+        "LOOPTOKEN_TEST_MARKERS": str(markers),
+        "PYTHONDEVMODE": "1",
+    }
+    command = [
+        *(sys.executable, "-m", "tests.integration.rq_worker", "worker", "--burst"),
+        *("--url", broker, "--worker-class", worker_class),
+    ]
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        code = process.wait(DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            stop_process(process, signal.SIGKILL)
+    return code, stderr_path.read_text()
+
+
+@pytest.fixture
+def rq_queue(broker: str) -> Iterator[Queue]:
+    connection = Redis.from_url(broker)
+    queue = Queue(connection=connection)
+    queue.empty()
+    try:
+        yield queue
+    finally:
+        connection.close()
+
+
+def test_the_rq_worker_class_drains_each_work_horse(
+    rq_queue: Queue, broker: str, markers: Path, tmp_path: Path
+) -> None:
+    for name in "ab":
+        rq_queue.enqueue(task_jobs.leave_protected_work, name)
+    code, stderr = _run_rq_burst(broker, markers, tmp_path, "django_looptoken.rq.Worker")
+    assert code == 0, stderr
+    assert all((markers / f"done-{n}").exists() for n in "ab")
+    horses = {int((markers / f"started-{n}").read_text()) for n in "ab"}
+    assert len(horses) == 2  # a work horse per job, each drained before its os._exit
+    drained = {int(pid) for pid in re.findall(r"Shared loop stopped \(pid (\d+)\)", stderr)}
+    assert horses <= drained
+    assert "Traceback" not in stderr, stderr
+
+
+def test_rqs_simple_worker_pools_async_jobs_and_drains_at_exit(
+    rq_queue: Queue, broker: str, markers: Path, tmp_path: Path, upstream_url: str
+) -> None:
+    jobs = [rq_queue.enqueue(task_jobs.fetch_peer, upstream_url) for _ in range(3)]
+    rq_queue.enqueue(task_jobs.leave_protected_work, "s")
+    code, stderr = _run_rq_burst(broker, markers, tmp_path, "rq.SimpleWorker")
+    assert code == 0, stderr
+    peers = [job.latest_result().return_value for job in jobs]
+    assert len(set(peers)) == 1, peers  # jobs in the worker's process: one connection
+    assert (markers / "done-s").exists()
+    assert "Traceback" not in stderr, stderr
+
+
+# -- django-tasks -----------------------------------------------------------------
+
+
+def test_async_django_tasks_run_on_the_shared_loop_with_one_pooled_client(
+    upstream_url: str,
+) -> None:
+    from tests.integration.django_tasks_jobs import fetch_peer
+
+    immediate = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    with override_settings(TASKS=immediate), looptoken.start_loop():
+        peers = [fetch_peer.enqueue(upstream_url).return_value for _ in range(3)]
+    assert len(set(peers)) == 1, peers

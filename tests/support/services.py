@@ -38,6 +38,13 @@ async def _slow(request: web.Request) -> web.Response:
     return web.json_response({"slow": True})
 
 
+async def _peer(request: web.Request) -> web.Response:
+    # The client's end of this TCP connection: a pooled client sends every
+    # request from the same port.
+    host, port = request.transport.get_extra_info("peername")[:2]  # type: ignore[union-attr]
+    return web.json_response({"peer": f"{host}:{port}"})
+
+
 async def _lines(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     await response.prepare(request)
@@ -53,7 +60,8 @@ def upstream() -> Iterator[str]:
     """An aiohttp server in its own thread and loop; yields its base URL.
 
     ``/weather`` and ``/news`` answer JSON at once, ``/slow?seconds=S`` after S seconds,
-    ``/lines?count=N&delay=S`` streams ``line 1`` to ``line N``, one every S seconds.
+    ``/lines?count=N&delay=S`` streams ``line 1`` to ``line N``, one every S seconds,
+    ``/peer`` the client's address and port (the same for requests on one connection).
     """
     ready: concurrent.futures.Future[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]]
     ready = concurrent.futures.Future()
@@ -64,6 +72,7 @@ def upstream() -> Iterator[str]:
         app.router.add_get("/news", _news)
         app.router.add_get("/slow", _slow)
         app.router.add_get("/lines", _lines)
+        app.router.add_get("/peer", _peer)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
