@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from django_looptoken import _shutdown, _waiting, signals
+from django_looptoken import _greenlets, _shutdown, _waiting, signals
 from django_looptoken._backends import build_loop, resolve_loop_factory
 from django_looptoken._loop_run import LoopRun
 from django_looptoken.conf import looptoken_settings
@@ -340,14 +340,14 @@ class Runtime:
         if loop is not None:
             loop.close()
 
-    def hold_app_token_at_first_start(self, on_start: Callable[[], None]) -> None:
-        """AUTOSTART in a management command: the first loop started, when code
-        first needs one, takes the app's token; ``on_start`` then runs in that
-        caller's thread. Until then nothing runs: no loop, watchdog or socket."""
+    def hold_app_token_at_first_start(self, on_start: Callable[[], None] | None = None) -> None:
+        """AUTOSTART whose loop waits for first use: the first loop started,
+        when code first needs one, takes the app's token; ``on_start`` then
+        runs in that caller's thread. Until then nothing runs: no loop,
+        watchdog or socket."""
         with self._lock:
             self._app_token_lost = True
             self._on_app_token = on_start
-            self.lifecycle_level = logging.DEBUG
 
     def leave_app_token_to_forked_workers(self) -> None:
         """AUTOSTART in a process that only forks the workers: start no loop
@@ -389,7 +389,13 @@ def start_afresh_in_forked_child() -> None:
     _keep_forever(parent)
     _runtime = Runtime()
     app_token = parent.app_token_run is not None or parent._app_token_for_forked_workers
-    if app_token and not parent._exiting:
+    if app_token and not parent._exiting and _greenlets.may_patch_later():
+        # A gevent worker monkey-patches itself right after the fork, and a
+        # child about to exec needs no loop: start it at first use, where the
+        # settings' check sees the process as it serves.
+        looptoken_settings.clear_cache()
+        _runtime.hold_app_token_at_first_start()
+    elif app_token and not parent._exiting:
         try:
             _runtime.hold_app_token()
         except Exception:

@@ -98,6 +98,7 @@ class LoopTokenConfig(AppConfig):
         command = running_command()
         if command is not None and command not in SERVER_COMMANDS:
             logger.debug("Management command %r: the loop starts when first needed.", command)
+            runtime().lifecycle_level = logging.DEBUG  # news in a server, not in a command
             runtime().hold_app_token_at_first_start(_signal_hooks.install)
             return
         runtime().hold_app_token()

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from django_looptoken import _backends, _status_socket, _uwsgi
+from django_looptoken import _backends, _greenlets, _status_socket, _uwsgi
 
 DEFAULTS: dict[str, Any] = {
     "BACKEND": "auto",
@@ -242,10 +242,21 @@ def status_dir_problems(configured: str | None) -> list[Problem]:
 
 def server_problems() -> list[Problem]:
     """What in the server this process runs in keeps the loop from working."""
+    patcher = _greenlets.monkey_patched()
+    if patcher is not None:
+        return [
+            Problem(
+                "looptoken.E012",
+                f"{patcher} monkey-patched this process, so its threads are greenlets on "
+                "one OS thread: the shared loop cannot run in one of them.",
+                "Serve this project with threads instead: gunicorn --worker-class gthread "
+                "--threads N (or sync), uWSGI, or Celery's prefork or threads pool.",
+            )
+        ]
     if _uwsgi.threads_off():
         return [
             Problem(
-                SERVER_WITHOUT_THREADS,
+                "looptoken.E011",
                 "uWSGI runs Python threads only while it serves a request (before "
                 "uWSGI 2.0.27 threads are off by default): the loop's thread would stall.",
                 "Add --enable-threads to uWSGI's options (enable-threads = true in its "
@@ -255,12 +266,13 @@ def server_problems() -> list[Problem]:
     return []
 
 
-SERVER_WITHOUT_THREADS = "looptoken.E011"
+# The problems of the server rather than of the setting.
+SERVER_PROBLEMS = frozenset({"looptoken.E011", "looptoken.E012"})
 
 
 def problems_text(problems: list[Problem]) -> str:
     """The one message for invalid settings: logged once at startup, raised at each use."""
-    server_only = all(problem.id == SERVER_WITHOUT_THREADS for problem in problems)
+    server_only = all(problem.id in SERVER_PROBLEMS for problem in problems)
     cause = "this server runs no threads" if server_only else "the LOOPTOKEN setting is invalid"
     return (
         f"The shared loop cannot start: {cause} "

@@ -23,3 +23,4 @@ app.conf.update(
 
 leave_protected_work = app.task(name="leave_protected_work")(task_jobs.leave_protected_work)
 fetch_peer = app.task(name="fetch_peer")(task_jobs.fetch_peer)
+own_pid = app.task(name="own_pid")(task_jobs.own_pid)

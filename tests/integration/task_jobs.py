@@ -22,6 +22,11 @@ def leave_protected_work(name: str, seconds: float = 1.0) -> int:
     return os.getpid()
 
 
+def own_pid() -> int:
+    """A job that does not use the loop: the pid of the process it ran in."""
+    return os.getpid()
+
+
 @looptoken.runs_async
 async def fetch_peer(upstream: str) -> str:
     """An async job on the worker's shared loop: the upstream's view of the

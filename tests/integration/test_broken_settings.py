@@ -117,3 +117,30 @@ def test_the_same_uwsgi_with_enable_threads_runs_the_loop(launcher: Launcher) ->
         assert client.get("uses-the-loop/").text == "the loop ran"
     assert stop(running) == 0
     assert "Shared loop started" in running.stderr()
+
+
+@pytest.mark.parametrize("preload", [(), ("--preload",)], ids=["", "preload"])
+def test_gevent_workers_keep_the_site_up_and_say_to_serve_with_threads(
+    launcher: Launcher, preload: tuple[str, ...]
+) -> None:
+    # gevent's worker monkey-patches itself after the fork: threads become
+    # greenlets on one OS thread, where the loop cannot run.
+    env = {"LOOPTOKEN_TEST_SETTING": "{}"}
+    running = launcher.gunicorn(
+        "-k", "gevent", "-w", "1", *preload, settings=SETTINGS, extra_env=env
+    )
+    with httpx.Client(base_url=running.url, timeout=10) as client:
+        for _ in range(3):
+            assert client.get("admin/login/").status_code == 200
+            assert client.get("plain/").text == "plain"
+            assert client.get("plain-async/").text == "async"
+        error = client.get("uses-the-loop/")
+    assert error.status_code == 500
+    assert error.text.startswith("The shared loop cannot start: this server runs no threads")
+    assert "looptoken.E012: gevent monkey-patched this process" in error.text
+    assert "--worker-class gthread" in error.text
+    assert stop(running) == 0  # SIGTERM is heard: no loop thread masks it
+    stderr = running.stderr()
+    assert "Traceback" not in stderr, stderr
+    # Only a --preload master, which is not patched and serves nothing, runs a loop.
+    assert stderr.count("Shared loop started") == (1 if preload else 0), stderr

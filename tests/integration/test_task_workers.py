@@ -31,7 +31,6 @@ from tests.support.processes import DEADLINE_S, ROOT, Server, stop_process, wait
 from tests.support.services import redis_server, upstream
 
 
-
 @pytest.fixture(scope="module")
 def broker() -> Iterator[str]:
     with redis_server() as url:
@@ -164,6 +163,20 @@ def test_async_celery_tasks_share_one_pooled_client(
     assert len(set(peers)) == 1, peers  # one connection for the three tasks
     assert stop_process(worker.process, signal.SIGTERM) == 0
     assert_quiet(worker)
+
+
+def test_a_celery_gevent_pool_runs_its_tasks_and_refuses_the_loop_clearly(
+    celery_app: object, celery_worker: Callable[..., Server], upstream_url: str
+) -> None:
+    # Celery monkey-patches a gevent pool's worker before it loads Django.
+    worker = celery_worker("-P", "gevent", "-c", "10")
+    send = celery_app.send_task  # type: ignore[attr-defined]
+    assert send("own_pid").get(timeout=30) == worker.process.pid  # tasks run
+    with pytest.raises(Exception, match=r"looptoken\.E012: gevent monkey-patched") as error:
+        send("fetch_peer", (upstream_url,)).get(timeout=30)
+    assert type(error.value).__name__ == "ImproperlyConfigured"
+    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert "Shared loop started" not in worker.stderr()
 
 
 # -- RQ ---------------------------------------------------------------------------
