@@ -25,7 +25,15 @@ import threading
 
 from django.core.signals import setting_changed
 
-from django_looptoken import _handback, _process_role, _runtime, _uwsgi, _waiting
+from django_looptoken import (
+    _handback,
+    _process_role,
+    _runtime,
+    _server_deadline,
+    _uwsgi,
+    _waiting,
+)
+from django_looptoken.conf import looptoken_settings
 
 logger = logging.getLogger("django_looptoken")
 
@@ -114,7 +122,8 @@ def drain_at_exit() -> None:
     # record is dropped, not reported as "--- Logging error ---" on stderr.
     raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
     try:
-        _runtime.runtime().exit()
+        timeout, why = _server_deadline.drain_budget(looptoken_settings.SHUTDOWN_TIMEOUT)
+        _runtime.runtime().exit(timeout, why)
     except (KeyboardInterrupt, SystemExit):
         # A second signal while draining: the user wants out now.
         logger.warning("Interrupted while draining: stopping the shared loop without waiting.")

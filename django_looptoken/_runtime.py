@@ -308,18 +308,25 @@ class Runtime:
             with self._lock:
                 self._closing = self._exiting
 
-    def exit(self) -> None:
-        """At interpreter exit: shut down for good and close the unstarted loop."""
+    def exit(self, timeout: float | None = None, shorter_because: str | None = None) -> None:
+        """At interpreter exit: shut down for good and close the unstarted loop.
+
+        The drain takes up to ``timeout`` (``SHUTDOWN_TIMEOUT`` by default);
+        ``shorter_because`` says why it is less, when it is.
+        """
+        if timeout is None:
+            timeout = looptoken_settings.SHUTDOWN_TIMEOUT
         with self._lock:
             self._exiting = True
             run = self._run
         if run is not None:
             logger.log(
                 self.lifecycle_level,
-                "Process exiting: draining the shared loop (up to %.1f s).",
-                looptoken_settings.SHUTDOWN_TIMEOUT,
+                "Process exiting: draining the shared loop (up to %.1f s%s).",
+                timeout,
+                "" if shorter_because is None else f": {shorter_because}",
             )
-        self.shutdown()
+        self.shutdown(timeout)
         self.forget_next_loop()
 
     def stop_now(self, grace: float) -> None:

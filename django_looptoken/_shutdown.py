@@ -138,7 +138,7 @@ async def _cut_stragglers(
         stack = io.StringIO()
         task.print_stack(file=stack)
         logger.warning(
-            "Shutdown cut %r %s (SHUTDOWN_TIMEOUT); it was stuck at:\n%s",
+            "Shutdown cut %r %s (the drain's deadline); it was stuck at:\n%s",
             task,
             why,
             stack.getvalue().rstrip(),

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -33,6 +34,19 @@ logger = logging.getLogger("django_looptoken")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _previous: dict[int, Any] = {}
+_stop_signal_at: float | None = None
+
+
+def handler_chained_to(signum: int) -> Any:
+    """The handler a ``signum`` runs: the one the app wrapped, or, if the app
+    did not wrap it, the one installed now."""
+    current = signal.getsignal(signum)
+    return _previous.get(signum, current) if current is _on_signal else current
+
+
+def stop_signal_at() -> float | None:
+    """When (``time.monotonic()``) the first SIGTERM or SIGINT arrived, if one did."""
+    return _stop_signal_at
 
 
 def install() -> None:
@@ -52,6 +66,9 @@ def install() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    global _stop_signal_at
+    if _stop_signal_at is None:
+        _stop_signal_at = time.monotonic()
     previous = _previous.get(signum, signal.SIG_DFL)
     if runtime().exiting:
         # The exit hook is draining: interrupt its wait only for someone at the

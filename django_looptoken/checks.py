@@ -10,6 +10,7 @@ message has a hint, and ids never change meaning (troubleshooting.md lists them)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from django.apps import AppConfig, apps
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.middleware.http import ConditionalGetMiddleware
 from django.middleware.locale import LocaleMiddleware
 from django.utils.module_loading import import_string
 
+from django_looptoken._server_deadline import configured_gunicorn_grace
 from django_looptoken.conf import Problem, looptoken_settings, status_dir_problems
 
 MIDDLEWARE_PATH = "django_looptoken.middleware.LoopTokenMiddleware"
@@ -84,6 +86,19 @@ def settings_warnings() -> list[CheckMessage]:
                     id="looptoken.W003",
                 )
             )
+    grace = configured_gunicorn_grace(Path.cwd())
+    if grace is not None and grace[1] <= conf.SHUTDOWN_TIMEOUT:
+        source, seconds = grace
+        warnings.append(
+            Warning(
+                f'LOOPTOKEN["SHUTDOWN_TIMEOUT"] ({conf.SHUTDOWN_TIMEOUT:g} s) does not fit in '
+                f"gunicorn's graceful_timeout ({seconds:g} s, from {source}): in-flight "
+                "requests finish first, and the drain is cut to what is left of it.",
+                hint="Make graceful_timeout longer than your longest request plus "
+                "SHUTDOWN_TIMEOUT, or lower SHUTDOWN_TIMEOUT.",
+                id="looptoken.W007",
+            )
+        )
     for problem in status_dir_problems(conf.STATUS_DIR):
         warnings.append(Warning(problem.msg, hint=problem.hint, id=problem.id))
     return warnings

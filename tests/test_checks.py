@@ -537,3 +537,32 @@ def test_invalid_values_read_as_defaults(settings: Any) -> None:
     settings.LOOPTOKEN = {"SHUTDOWN_TIMEOUT": None}
     assert looptoken_settings.SHUTDOWN_TIMEOUT == 30.0
     assert [p.id for p in looptoken_settings.problems()] == ["looptoken.E006"]
+
+
+# -- W007: SHUTDOWN_TIMEOUT against gunicorn's graceful_timeout ----------------------
+
+
+def test_w007_a_gunicorn_conf_whose_grace_is_shorter_than_the_drain(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LOOPTOKEN = {"SHUTDOWN_TIMEOUT": 30}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    assert run_checks() == []  # no gunicorn configuration: nothing to compare with
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 4\ngraceful_timeout = 20\n")
+    message = only(run_checks(), "looptoken.W007")
+    assert "graceful_timeout (20 s, from " in message.msg
+    assert "gunicorn.conf.py" in message.msg
+    (tmp_path / "gunicorn.conf.py").write_text("graceful_timeout = 45\n")
+    assert run_checks() == []  # room for the drain
+
+
+def test_w007_from_gunicorn_cmd_args(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LOOPTOKEN = {"SHUTDOWN_TIMEOUT": 10}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--workers 2 --graceful-timeout=10")
+    assert "from GUNICORN_CMD_ARGS" in only(run_checks(), "looptoken.W007").msg
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--graceful-timeout 60")
+    assert run_checks() == []

@@ -102,6 +102,28 @@ def test_protected_work_past_shutdown_timeout_is_cut_and_logged(
     assert_quiet(server)
 
 
+@pytest.mark.parametrize("preload", [(), ("--preload",)], ids=["", "preload"])
+def test_the_drain_ends_before_gunicorns_graceful_timeout_kills_the_worker(
+    gunicorn: Callable[..., Server], markers: Path, preload: tuple[str, ...]
+) -> None:
+    # SHUTDOWN_TIMEOUT (30 s) would outlast gunicorn's graceful timeout (6 s):
+    # the drain gets what is left of it, cuts the stuck work and logs it,
+    # and the worker exits before gunicorn's SIGKILL.
+    server = gunicorn(
+        "--workers", "1", "--graceful-timeout", "6", *preload, **_settings(markers, 30.0)
+    )
+    httpx.get(server.url + "lifecycle/stuck/", timeout=10).raise_for_status()
+    code, took = stop_timed(server)
+    stderr = server.stderr()
+    assert code == 0
+    assert took < 6, stderr
+    assert "gunicorn's graceful_timeout (6 s) ends" in stderr
+    assert "Shutdown cut" in stderr
+    assert "sleep_for_an_hour" in stderr
+    assert "SIGKILL" not in stderr
+    assert_quiet(server)
+
+
 def test_a_task_that_swallows_cancellation_does_not_hang_exit(
     gunicorn: Callable[..., Server], markers: Path
 ) -> None:
