@@ -30,6 +30,7 @@ from django_looptoken import (
     _process_role,
     _runtime,
     _server_deadline,
+    _signal_hooks,
     _uwsgi,
     _waiting,
 )
@@ -123,6 +124,8 @@ def drain_at_exit() -> None:
     raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
     try:
         timeout, why = _server_deadline.drain_budget(looptoken_settings.SHUTDOWN_TIMEOUT)
+        if _runtime.runtime().current_run is not None:
+            _signal_hooks.hold_during_the_exit_drain()
         _runtime.runtime().exit(timeout, why)
     except (KeyboardInterrupt, SystemExit):
         # A second signal while draining: the user wants out now.

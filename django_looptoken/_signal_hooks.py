@@ -35,6 +35,7 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _previous: dict[int, Any] = {}
 _stop_signal_at: float | None = None
+_exit_drain_begun = False
 
 
 def handler_chained_to(signum: int) -> Any:
@@ -65,12 +66,22 @@ def install() -> None:
         signal.signal(signum, _on_signal)
 
 
+def hold_during_the_exit_drain() -> None:
+    """At the start of the exit drain: a signal from now on must not cut it
+    (see the module docstring), even where a server put back the default
+    handlers when it stopped serving (uvicorn does) after the app wrapped
+    its own: the wrappers go back in place."""
+    global _exit_drain_begun
+    _exit_drain_begun = True
+    install()
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     global _stop_signal_at
     if _stop_signal_at is None:
         _stop_signal_at = time.monotonic()
     previous = _previous.get(signum, signal.SIG_DFL)
-    if runtime().exiting:
+    if _exit_drain_begun or runtime().exiting:
         # The exit hook is draining: interrupt its wait only for someone at the
         # terminal. The handler chained to still runs, but its way out (Python's
         # KeyboardInterrupt, a server's sys.exit) is the exit already under way.

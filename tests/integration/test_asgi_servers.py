@@ -3,6 +3,7 @@ and a ``loop_resource`` gives them one instance per loop, closed with it."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,9 @@ def test_an_async_view_under_uvicorn_reuses_its_loops_resource_closed_at_ctrl_c(
         assert noise not in server.stderr()
 
 
-def _lifecycle_uvicorn(launcher: Launcher, markers: Path, *options: str) -> Server:
+def _lifecycle_uvicorn(
+    launcher: Launcher, markers: Path, *options: str, new_session: bool = False
+) -> Server:
     """uvicorn with ``options`` serving the lifecycle views, which leave their
     markers in ``markers`` (made here)."""
     markers.mkdir()
@@ -58,14 +61,17 @@ def _lifecycle_uvicorn(launcher: Launcher, markers: Path, *options: str) -> Serv
         port=port,
         settings="tests.integration.lifecycle_settings",
         extra_env={"LOOPTOKEN_TEST_MARKERS": str(markers)},
+        new_session=new_session,
     )
 
 
-def test_uvicorn_workers_drain_protected_work_on_sigterm(
-    launcher: Launcher, tmp_path: Path
+@pytest.mark.parametrize("stop_with", ["sigterm", "ctrl-c"])
+def test_uvicorn_workers_drain_protected_work_on_a_stop(
+    launcher: Launcher, tmp_path: Path, stop_with: str
 ) -> None:
     markers = tmp_path / "markers"
-    server = _lifecycle_uvicorn(launcher, markers, "--workers", "2")
+    ctrl_c = stop_with == "ctrl-c"
+    server = _lifecycle_uvicorn(launcher, markers, "--workers", "2", new_session=ctrl_c)
     names = [f"job{n}" for n in range(6)]
     with httpx.Client(base_url=server.url, timeout=30) as client, ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda name: client.get(f"lifecycle/drain/{name}/"), names))
@@ -73,7 +79,13 @@ def test_uvicorn_workers_drain_protected_work_on_sigterm(
     # Each job finishes 0.5 s after its response: the workers must wait for it.
     # uvicorn re-raises SIGTERM after its graceful shutdown; without the app's
     # answer to that, the default action kills each worker before its drain.
-    stop(server, signal.SIGTERM, timeout=30)
+    if ctrl_c:
+        # A terminal's Ctrl-C: SIGINT to the foreground process group, the
+        # master and every worker at once.
+        os.killpg(server.process.pid, signal.SIGINT)
+        assert server.process.wait(30) == 0
+    else:
+        stop(server, signal.SIGTERM, timeout=30)
     assert sorted(path.name for path in markers.glob("done-*")) == [f"done-{n}" for n in names]
     for noise in NOISE:
         assert noise not in server.stderr(), server.stderr()
