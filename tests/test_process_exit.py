@@ -26,7 +26,7 @@ import pytest
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import runtime
-from tests.support.processes import NOISE
+from tests.support.processes import assert_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,11 +131,6 @@ def script(tmp_path: Path) -> Iterator[type[Script]]:
                 each.process.communicate(timeout=10)
             if each.terminal is not None:
                 os.close(each.terminal)
-
-
-def assert_quiet(stderr: str) -> None:
-    for noise in NOISE:
-        assert noise not in stderr, stderr
 
 
 @pytest.mark.one_backend  # a script of its own, with its own settings

@@ -57,6 +57,7 @@ def test_a_stream_closed_before_its_end_releases_its_token(client: Client) -> No
         assert runtime().current_run.tokens == 1  # type: ignore[union-attr]
 
 
+@pytest.mark.django_db  # a request sends request_started: old connections are checked
 def test_a_response_nobody_closed_gives_its_token_up_at_its_threads_next_request(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:

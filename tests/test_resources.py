@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import threading
-from collections.abc import Iterator
 from typing import ClassVar
 
 import httpx
 import pytest
-from aiohttp import web
 
 import django_looptoken as looptoken
+from tests.support.services import upstream
 
 
 class Pool:
@@ -143,55 +140,13 @@ def test_bad_arguments() -> None:
         looptoken.loop_resource(Pool, close=42)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def upstream() -> Iterator[tuple[str, list[int]]]:
-    """A real aiohttp server on 127.0.0.1 in its own thread and loop; it records
-    the client port of every request (one port per TCP connection)."""
-    ports: list[int] = []
-    ready: concurrent.futures.Future[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]]
-    ready = concurrent.futures.Future()
-
-    async def hello(request: web.Request) -> web.Response:
-        ports.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
-        return web.Response(text="hi")
-
-    async def serve() -> None:
-        app = web.Application()
-        app.router.add_get("/", hello)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        stop = asyncio.Event()
-        ready.set_result((f"http://127.0.0.1:{port}/", asyncio.get_running_loop(), stop))
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="upstream")
-    thread.start()
-    url, loop, stop = ready.result(timeout=10)
-    try:
-        yield url, ports
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        assert not thread.is_alive()
-
-
-def test_a_shared_httpx_client_reuses_its_connection_across_calls(
-    upstream: tuple[str, list[int]],
-) -> None:
-    url, ports = upstream
+def test_a_shared_httpx_client_reuses_its_connection_across_calls() -> None:
     http = looptoken.loop_resource(httpx.AsyncClient, close="aclose")
 
-    async def fetch() -> str:
-        response = await http.get().get(url)
-        return response.text
+    async def peer(url: str) -> str:
+        response = await http.get().get(f"{url}/peer")
+        return str(response.json()["peer"])
 
-    with looptoken.start_loop():
-        assert [looptoken.await_(fetch()) for _ in range(5)] == ["hi"] * 5
-    assert len(ports) == 5
-    assert len(set(ports)) == 1  # one TCP connection for all five calls
+    with upstream() as url, looptoken.start_loop():
+        peers = [looptoken.await_(peer(url)) for _ in range(5)]
+    assert len(set(peers)) == 1, peers  # one TCP connection for all five calls

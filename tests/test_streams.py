@@ -20,15 +20,11 @@ from django.test import AsyncRequestFactory, RequestFactory
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
 from django_looptoken.middleware import LoopTokenMiddleware
+from tests.testapp.views import tokens_held
 
 WAIT_S = 10  # a bound on failure, not a speed target
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
-
-
-def _tokens() -> int:
-    run = runtime().current_run
-    return run.tokens if run else 0
 
 
 class Upstream:
@@ -71,7 +67,7 @@ def upstream() -> Upstream:
 def test_iterate_fetches_each_item_on_the_shared_loop_holding_a_token(upstream: Upstream) -> None:
     seen = []
     for item in looptoken.iterate(upstream.items(3)):
-        seen.append((item, _tokens()))
+        seen.append((item, tokens_held()))
     assert seen == [(1, 1), (2, 1), (3, 1)]  # the loop ran for the stream's token alone
     assert upstream.on_shared_loop == [True] * 3
     assert upstream.ended_by == "exhausted"
@@ -94,7 +90,7 @@ def test_closing_early_closes_the_async_generator_on_the_loop(upstream: Upstream
             assert not upstream.finally_ran.is_set()  # a break alone leaves it open
         assert upstream.ended_by == "closed"
         assert upstream.finally_thread == "looptoken-loop"
-        assert _tokens() == 1  # the stream's token went with it
+        assert tokens_held() == 1  # the stream's token went with it
 
 
 def test_an_exception_in_the_caller_closes_the_stream(upstream: Upstream) -> None:
@@ -108,14 +104,14 @@ def test_an_exception_in_the_caller_closes_the_stream(upstream: Upstream) -> Non
         with pytest.raises(KeyError):
             consume()
         assert upstream.ended_by == "closed"
-        assert _tokens() == 1
+        assert tokens_held() == 1
 
 
 def test_a_stream_dropped_unclosed_is_closed_on_the_loop(upstream: Upstream) -> None:
     with looptoken.start_loop():
         items = looptoken.iterate(upstream.items())
         assert next(items) == 1
-        assert _tokens() == 2
+        assert tokens_held() == 2
         del items
         gc.collect()
         assert upstream.finally_ran.wait(WAIT_S)
@@ -212,7 +208,7 @@ def test_an_async_iterator_that_raises_is_closed_with_aclose() -> None:
         with pytest.raises(ConnectionResetError):
             next(items)
         assert rows.closed.is_set()  # at once, not when the iterator is dropped
-        assert _tokens() == 1
+        assert tokens_held() == 1
 
 
 def test_a_stream_open_at_shutdown_is_closed_by_the_sequence(upstream: Upstream) -> None:
@@ -278,7 +274,7 @@ class Scope:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         await asyncio.sleep(0)
-        self.events.append(("exit", exc_type, _tokens()))
+        self.events.append(("exit", exc_type, tokens_held()))
         return self.suppress
 
 
@@ -286,7 +282,7 @@ def test_enter_runs_aenter_and_aexit_on_the_shared_loop() -> None:
     scope = Scope()
     with looptoken.enter(scope) as value:
         assert value == "connection"
-        assert _tokens() == 1
+        assert tokens_held() == 1
     assert scope.events == [("enter", True), ("exit", None, 1)]
     assert runtime().state is State.STOPPED
 
@@ -382,6 +378,7 @@ def _stream_view(upstream: Upstream, count: int | None = None) -> Any:
     return view
 
 
+@pytest.mark.django_db  # a request sends request_started: old connections are checked
 def test_an_async_streaming_response_is_sent_chunk_by_chunk(upstream: Upstream) -> None:
     with looptoken.start_loop():
         response = LoopTokenMiddleware(_stream_view(upstream, 3))(RequestFactory().get("/sse/"))
@@ -392,9 +389,10 @@ def test_an_async_streaming_response_is_sent_chunk_by_chunk(upstream: Upstream) 
         assert list(chunks) == [b"event 2\n", b"event 3\n"]
         assert upstream.on_shared_loop == [True] * 3
         response.close()
-        assert _tokens() == 1
+        assert tokens_held() == 1
 
 
+@pytest.mark.django_db  # a request sends request_started: old connections are checked
 def test_closing_the_response_closes_the_stream_and_releases_the_token(
     upstream: Upstream,
 ) -> None:
@@ -404,9 +402,10 @@ def test_closing_the_response_closes_the_stream_and_releases_the_token(
         assert [next(chunks) for _ in range(3)] == [b"event 1\n", b"event 2\n", b"event 3\n"]
         response.close()  # as a WSGI server does when its client has gone
         assert upstream.ended_by == "closed"
-        assert _tokens() == 1
+        assert tokens_held() == 1
 
 
+@pytest.mark.django_db  # a request sends request_started: old connections are checked
 def test_a_stream_that_fails_is_logged_with_the_request_and_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -435,6 +434,7 @@ def test_a_stream_that_fails_is_logged_with_the_request_and_raised(
     assert isinstance(record.exc_info and record.exc_info[1], ConnectionResetError)
 
 
+@pytest.mark.django_db  # a request sends request_started: old connections are checked
 def test_sync_streams_and_plain_responses_are_left_alone() -> None:
     def sync_stream(request: HttpRequest) -> StreamingHttpResponse:
         return StreamingHttpResponse(iter([b"a", b"b"]))
@@ -446,6 +446,7 @@ def test_sync_streams_and_plain_responses_are_left_alone() -> None:
         response.close()
 
 
+@pytest.mark.django_db  # a request sends request_started: old connections are checked
 def test_under_asgi_the_middleware_leaves_async_streams_alone(upstream: Upstream) -> None:
     request = AsyncRequestFactory().get("/sse/")  # an ASGIRequest: the server streams it
     with looptoken.start_loop():

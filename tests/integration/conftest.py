@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.processes import Launcher, Server
@@ -25,6 +26,21 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
         yield servers
     finally:
         servers.stop_all()
+
+
+@pytest.fixture
+def markers(tmp_path: Path) -> Path:
+    """A folder for the marker files the lifecycle views and jobs write."""
+    path = tmp_path / "markers"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's ``server``."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import httpx
 
-from tests.support.processes import DEADLINE_S, NOISE, ROOT, free_port
+from tests.support.processes import DEADLINE_S, NOISE, ROOT, free_port, parent_of
 
 EXAMPLE = ROOT / "example_project"
 LOGIN = {"username": "demo", "password": "looptoken"}
@@ -94,12 +94,6 @@ def descendants(pid: int) -> list[int]:
 def command_line(pid: int) -> str:
     """The command line of ``pid``."""
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
-def parent_of(pid: int) -> int:
-    """The parent pid of ``pid``."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def gone(pid: int) -> bool:

@@ -28,12 +28,6 @@ def server_with_async_middleware(tmp_path_factory: pytest.TempPathFactory) -> It
         yield server
 
 
-@pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
-
-
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("middleware", ["sync middleware", "async-only middleware too"])
 def test_concurrent_requests_orm_calls_run_at_once_each_in_its_request_thread(

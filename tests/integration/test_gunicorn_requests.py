@@ -81,12 +81,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-@pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
-
-
 def tokens_settle_at(client: httpx.Client, expected: int, deadline_s: float = 20) -> int:
     """Poll the token count (the asking request's own included) until it is
     ``expected``; return the last count seen."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import NOISE, Server, stop, wait_until
+from tests.support.processes import Server, assert_quiet, stop, wait_until
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
 
@@ -25,18 +25,6 @@ def _settings(markers: Path, shutdown_timeout: float) -> dict[str, object]:
             "LOOPTOKEN_TEST_SHUTDOWN_TIMEOUT": str(shutdown_timeout),
         },
     }
-
-
-@pytest.fixture
-def markers(tmp_path: Path) -> Path:
-    path = tmp_path / "markers"
-    path.mkdir()
-    return path
-
-
-def assert_quiet(server: Server) -> None:
-    for noise in NOISE:
-        assert noise not in server.stderr(), server.stderr()
 
 
 def stop_timed(server: Server, sig: int = signal.SIGTERM) -> tuple[int, float]:
@@ -73,7 +61,7 @@ def test_sigterm_drains_requests_and_protected_work(
     for pid in worker_pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 def test_unprotected_work_is_cancelled_and_exit_is_prompt(
@@ -85,7 +73,7 @@ def test_unprotected_work_is_cancelled_and_exit_is_prompt(
     assert code == 0
     assert (markers / f"cancelled-{pid}").exists()  # the task saw its cancellation
     assert took < 10  # nothing protected, so no waiting for SHUTDOWN_TIMEOUT (20 s)
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 def test_protected_work_past_shutdown_timeout_is_cut_and_logged(
@@ -99,7 +87,7 @@ def test_protected_work_past_shutdown_timeout_is_cut_and_logged(
     assert shutdown_timeout - 0.2 < took < shutdown_timeout + 2  # it waited, then cut
     assert "Shutdown cut" in server.stderr()
     assert "sleep_for_an_hour" in server.stderr()  # the stack it was stuck in
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 @pytest.mark.parametrize("preload", [(), ("--preload",)], ids=["", "preload"])
@@ -121,7 +109,7 @@ def test_the_drain_ends_before_gunicorns_graceful_timeout_kills_the_worker(
     assert "Shutdown cut" in stderr
     assert "sleep_for_an_hour" in stderr
     assert "SIGKILL" not in stderr
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 def test_a_task_that_swallows_cancellation_does_not_hang_exit(
@@ -135,7 +123,7 @@ def test_a_task_that_swallows_cancellation_does_not_hang_exit(
     assert took < shutdown_timeout + 2
     assert (markers / f"refused-{pid}").exists()
     assert "_refuse_to_stop" in server.stderr()
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 def test_signals_repeated_by_a_supervisor_do_not_cut_the_drain(
@@ -163,7 +151,7 @@ def test_signals_repeated_by_a_supervisor_do_not_cut_the_drain(
     assert sorted(p.name for p in markers.glob("done-*")) == [f"done-{n}" for n in range(8)]
     assert "again while draining: the drain goes on" in server.stderr()
     assert "Interrupted while draining" not in server.stderr()
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
@@ -194,4 +182,4 @@ def test_each_worker_serves_from_its_own_running_loop(
     (first,), (second,) = seen.values()
     assert first[1] != second[1]  # distinct loop threads, not the master's
     assert stop(server) == 0
-    assert_quiet(server)
+    assert_quiet(server.stderr())

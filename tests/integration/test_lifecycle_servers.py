@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_lifecycle_gunicorn import assert_quiet
 from tests.support.processes import (
     Launcher,
     Server,
+    assert_quiet,
     free_port,
     stop,
     wait_until,
@@ -25,13 +25,6 @@ from tests.support.processes import (
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def markers(tmp_path: Path) -> Path:
-    path = tmp_path / "markers"
-    path.mkdir()
-    return path
 
 
 def _env(markers: Path, shutdown_timeout: float) -> dict[str, str]:
@@ -79,7 +72,7 @@ def test_waitress_serves_on_the_shared_loop_and_drains_on_sigterm(
     assert stop(server) == 0  # waitress ends its serve loop on SystemExit and returns
     assert "SIGTERM: exiting after the shared loop drains" in server.stderr()
     assert (markers / "done-w").exists()
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 def test_waitress_second_sigterm_does_not_cut_the_drain(
@@ -93,7 +86,7 @@ def test_waitress_second_sigterm_does_not_cut_the_drain(
     assert (markers / "done-w").exists()
     assert "SIGTERM again while draining: the drain goes on" in server.stderr()
     assert "Interrupted while draining" not in server.stderr()
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 # -- runserver with its autoreloader ------------------------------------------------------
@@ -141,7 +134,7 @@ def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
     wait_until(lambda: f"Shared loop stopped (pid {second['pid']})" in server.stderr(), "exit")
     with pytest.raises(ProcessLookupError):
         os.killpg(server.process.pid, 0)  # nothing of the group is left
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 # -- uWSGI --------------------------------------------------------------------------------
@@ -198,7 +191,7 @@ def test_uwsgi_workers_each_run_their_own_loop_and_drain_on_sigterm(
     assert stop(server) == 0
     assert (markers / "done-u").exists()  # protected work finished before the worker left
     assert all(f"Shared loop stopped (pid {pid})" in server.stderr() for pid in seen)
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 @pytest.mark.parametrize("options", [(), ("--lazy-apps",)], ids=["preforked", "lazy-apps"])
@@ -216,7 +209,7 @@ def test_uwsgi_sigterm_lets_a_busy_worker_finish_its_request_and_drain(
     assert (markers / "done-b").exists()  # and its worker drained before it left
     pid = int((markers / "started-b").read_text())
     assert f"Shared loop stopped (pid {pid})" in server.stderr()
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 def test_uwsgi_workers_forked_after_the_master_used_the_loop_get_their_own_of_everything(
@@ -236,4 +229,4 @@ def test_uwsgi_workers_forked_after_the_master_used_the_loop_get_their_own_of_ev
         assert [answer["ran"] for answer in ran] == [6] * 6, ran
     assert stop(server) == 0  # the workers heard SIGTERM and drained
     assert all(f"Shared loop stopped (pid {pid})" in server.stderr() for pid in workers)
-    assert_quiet(server)
+    assert_quiet(server.stderr())

@@ -12,17 +12,9 @@ import httpx
 import pytest
 
 from django_looptoken._reloader import CHILD_GRACE_SECONDS
-from tests.integration.test_lifecycle_gunicorn import assert_quiet
-from tests.support.processes import Launcher, Server, free_port
+from tests.support.processes import Launcher, Server, assert_quiet, free_port
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
-
-
-@pytest.fixture
-def markers(tmp_path: Path) -> Path:
-    path = tmp_path / "markers"
-    path.mkdir()
-    return path
 
 
 def runserver(launcher: Launcher, markers: Path, shutdown_timeout: float = 10) -> Server:
@@ -64,7 +56,7 @@ def test_the_serving_child_drains_protected_work_before_runserver_exits(
     assert (markers / "done-r").read_text() == str(answer["pid"])
     assert gone(server.process.pid), "a process of runserver's group outlived it"
     assert f"Shared loop stopped (pid {answer['pid']})" in server.stderr()
-    assert_quiet(server)
+    assert_quiet(server.stderr())
 
 
 def test_a_child_that_cannot_exit_is_killed_once_its_drain_is_long_over(

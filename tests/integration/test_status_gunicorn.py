@@ -19,15 +19,10 @@ from django_looptoken._status_socket import REQUEST_LIMIT, ask
 from tests.integration.status_servers import SETTINGS, StatusServer, held_requests
 from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
 from tests.status_worker import socket_of
-from tests.support.processes import DEADLINE_S, NOISE, stop
+from tests.support.processes import DEADLINE_S, NOISE, parent_of, stop
 
 WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 HELD = 4
-
-
-def parent_of(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def by_pid(processes: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -45,12 +44,6 @@ def _start(launcher: Launcher, name: str) -> Server:
 @pytest.fixture(params=SERVERS)
 def server(request: pytest.FixtureRequest, launcher: Launcher) -> Server:
     return _start(launcher, request.param)
-
-
-@pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
 
 
 def _name(server: Server) -> str:

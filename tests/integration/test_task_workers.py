@@ -26,8 +26,14 @@ from rq import Queue
 
 import django_looptoken as looptoken
 from tests.integration import task_jobs
-from tests.integration.test_lifecycle_gunicorn import assert_quiet
-from tests.support.processes import DEADLINE_S, ROOT, Server, stop_process, wait_until
+from tests.support.processes import (
+    DEADLINE_S,
+    ROOT,
+    Server,
+    assert_quiet,
+    stop_process,
+    wait_until,
+)
 from tests.support.services import redis_server, upstream
 
 
@@ -35,13 +41,6 @@ from tests.support.services import redis_server, upstream
 def broker() -> Iterator[str]:
     with redis_server() as url:
         yield url
-
-
-@pytest.fixture
-def markers(tmp_path: Path) -> Path:
-    path = tmp_path / "markers"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -53,28 +52,36 @@ def celery_app(broker: str) -> Iterator[object]:
     app.close()
 
 
+def _start_worker(
+    command: list[str], stderr_path: Path, broker: str, markers: Path
+) -> subprocess.Popen[bytes]:
+    """Start a task worker on ``broker`` with the lifecycle settings, its
+    stderr in ``stderr_path``; the caller stops it by its pid."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.integration.lifecycle_settings",
+        "LOOPTOKEN_TEST_BROKER": broker,
+        "LOOPTOKEN_TEST_MARKERS": str(markers),
+        "PYTHONDEVMODE": "1",
+    }
+    with stderr_path.open("wb") as stderr:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
 @pytest.fixture
 def celery_worker(broker: str, markers: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*options: str) -> Server:
         stderr_path = tmp_path / f"celery-{len(started)}.err"
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.integration.lifecycle_settings",
-            "LOOPTOKEN_TEST_BROKER": broker,
-            "LOOPTOKEN_TEST_MARKERS": str(markers),
-            "PYTHONDEVMODE": "1",
-        }
         command = [
             *(sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker"),
             *("--loglevel", "INFO", "--without-mingle", "--without-gossip"),
             *("--without-heartbeat", "-n", f"w{len(started)}@127.0.0.1", *options),
         ]
-        with stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
-            )
+        process = _start_worker(command, stderr_path, broker, markers)
         started.append(process)
         worker = Server(process, broker, stderr_path)
         wait_until(lambda: " ready." in worker.stderr() or process.poll() is not None, "ready")
@@ -112,7 +119,7 @@ def test_celery_prefork_children_drain_protected_work_on_sigterm(
     children = {int((markers / f"started-{n}").read_text()) for n in names}
     assert worker.process.pid not in children
     assert children <= _children_that_drained(worker)
-    assert_quiet(worker)
+    assert_quiet(worker.stderr())
 
 
 def test_celery_control_shutdown_drains_the_children(
@@ -126,7 +133,7 @@ def test_celery_control_shutdown_drains_the_children(
     assert all((markers / f"done-{n}").exists() for n in "ab")
     children = {int((markers / f"started-{n}").read_text()) for n in "ab"}
     assert children <= _children_that_drained(worker)
-    assert_quiet(worker)
+    assert_quiet(worker.stderr())
 
 
 def test_a_recycled_celery_child_drains_before_it_is_replaced(
@@ -143,7 +150,7 @@ def test_a_recycled_celery_child_drains_before_it_is_replaced(
     assert first != second
     assert first in _children_that_drained(worker)
     assert stop_process(worker.process, signal.SIGTERM) == 0
-    assert_quiet(worker)
+    assert_quiet(worker.stderr())
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +169,7 @@ def test_async_celery_tasks_share_one_pooled_client(
     ]
     assert len(set(peers)) == 1, peers  # one connection for the three tasks
     assert stop_process(worker.process, signal.SIGTERM) == 0
-    assert_quiet(worker)
+    assert_quiet(worker.stderr())
 
 
 def test_a_celery_gevent_pool_runs_its_tasks_and_refuses_the_loop_clearly(
@@ -188,20 +195,11 @@ def _run_rq_burst(
     """Run an RQ worker in burst mode (it exits once the queue is empty)
     with ``worker_class``; its exit status and stderr."""
     stderr_path = tmp_path / "rq.err"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.integration.lifecycle_settings",
-        "LOOPTOKEN_TEST_MARKERS": str(markers),
-        "PYTHONDEVMODE": "1",
-    }
     command = [
         *(sys.executable, "-m", "tests.integration.rq_worker", "worker", "--burst"),
         *("--url", broker, "--worker-class", worker_class),
     ]
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
+    process = _start_worker(command, stderr_path, broker, markers)
     try:
         code = process.wait(DEADLINE_S)
     finally:

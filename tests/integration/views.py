@@ -16,11 +16,11 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 import django_looptoken as looptoken
-from django_looptoken._runtime import runtime
 from tests.testapp import events
 from tests.testapp import views as testapp_views
 from tests.testapp.fds import database_fds
 from tests.testapp.models import Item
+from tests.testapp.views import tokens_held
 
 
 class Pool:
@@ -34,17 +34,12 @@ class Pool:
 pool = looptoken.loop_resource(Pool, close="aclose")
 
 
-def _tokens() -> int:
-    run = runtime().current_run
-    return run.tokens if run else 0
-
-
 def _where() -> dict[str, object]:
     return {
         "pid": os.getpid(),
         "loop": id(asyncio.get_running_loop()),
         "on_shared_loop": asyncio.get_running_loop() is looptoken.get_loop(),
-        "tokens": _tokens(),
+        "tokens": tokens_held(),
         "pool": id(pool.get()),
     }
 

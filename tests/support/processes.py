@@ -32,6 +32,18 @@ NOISE = (
 )
 
 
+def assert_quiet(stderr: str) -> None:
+    """No line of ``NOISE`` in what a process wrote to stderr."""
+    for noise in NOISE:
+        assert noise not in stderr, stderr
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of ``pid`` (Linux's ``/proc``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 nobody listens on right now."""
     with socket.socket() as probe:

@@ -16,22 +16,21 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 import django_looptoken as looptoken
-from django_looptoken._runtime import runtime
 from tests.testapp.models import Item
 
 # Set by the timeout view's coroutine when it is cancelled.
 cancelled = threading.Event()
 
 
-def _tokens() -> int:
-    run = runtime().current_run
-    return 0 if run is None else run.tokens
+def tokens_held() -> int:
+    """Tokens held on the shared loop now, as ``status()`` counts them."""
+    return int(looptoken.status()["tokens"])
 
 
 def token_count(request: HttpRequest) -> JsonResponse:
     """What the middleware gave this request."""
     token = getattr(request, "looptoken", None)
-    return JsonResponse({"held": bool(token and token.held), "tokens": _tokens()})
+    return JsonResponse({"held": bool(token and token.held), "tokens": tokens_held()})
 
 
 def streaming(request: HttpRequest) -> StreamingHttpResponse:
@@ -39,7 +38,7 @@ def streaming(request: HttpRequest) -> StreamingHttpResponse:
 
     def chunks() -> Iterator[bytes]:
         for _ in range(3):
-            yield f"{_tokens()}\n".encode()
+            yield f"{tokens_held()}\n".encode()
 
     return StreamingHttpResponse(chunks())
 
@@ -158,7 +157,7 @@ def async_streaming(request: HttpRequest) -> StreamingHttpResponse:
         for _ in range(3):
             await asyncio.sleep(0)
             on_shared_loop = asyncio.get_running_loop() is looptoken.get_loop()
-            yield f"{token.held} {_tokens()} {on_shared_loop}\n".encode()
+            yield f"{token.held} {tokens_held()} {on_shared_loop}\n".encode()
 
     return StreamingHttpResponse(chunks())
 
