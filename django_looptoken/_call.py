@@ -107,19 +107,10 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         """Run the call; return its result or raise its exception."""
         run = self._run
         state = caller_state()
-        # Before register(): from then on, the loop's end may wake this call.
+        # Before start_soon(): from then on, the loop's end may wake this call.
         self._waker = pick_waker(alone=not run.pending)
-        if not run.register(self):
-            self._coro.close()
-            raise LoopStoppedError("The shared loop stopped before the call could start.")
         try:
-            try:
-                run.hand_in(self._start, self._context)
-            except RuntimeError:
-                self._coro.close()
-                raise LoopStoppedError(
-                    "The shared loop stopped before the call could start."
-                ) from None
+            run.start_soon(self, self._start, self._context, self._coro, "call")
             self._serve_until_done()
         except LoopStoppedError:
             raise

@@ -10,10 +10,11 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from django_looptoken import _waiting
+from django_looptoken.exceptions import LoopStoppedError
 
 logger = logging.getLogger("django_looptoken")
 
@@ -195,6 +196,26 @@ class LoopRun:
             self.pending.discard(item)
             return False
         return True
+
+    def start_soon(
+        self,
+        item: Abortable,
+        start: Callable[[], object],
+        context: contextvars.Context,
+        coro: Coroutine[Any, Any, Any],
+        what: str,
+    ) -> None:
+        """Track ``item`` and hand its ``start`` to the loop (run in ``context``);
+        if the loop has stopped, close ``coro`` and raise LoopStoppedError
+        naming ``what`` (a call, a task) could not start."""
+        if self.register(item):
+            try:
+                self.hand_in(start, context)
+                return
+            except RuntimeError:  # the loop closed in between
+                self.pending.discard(item)
+        coro.close()  # never started: no "was never awaited" warning
+        raise LoopStoppedError(f"The shared loop stopped before the {what} could start.")
 
     def _main(self, ready: concurrent.futures.Future[None]) -> None:
         self.thread_id = threading.get_ident()

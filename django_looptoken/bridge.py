@@ -28,7 +28,6 @@ from django_looptoken._handback import background_executor, enter_loop_thread
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import runtime
 from django_looptoken.conf import looptoken_settings, validate_timeout
-from django_looptoken.exceptions import LoopStoppedError
 
 logger = logging.getLogger("django_looptoken")
 
@@ -230,16 +229,10 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
     spawned = _Spawn(run, coro, future)
     # No token is held for the task (shutdown cancels it, it does not wait for
     # it); if the loop stops before the task starts, abort() cancels the future.
-    if run.register(spawned):
-        try:
-            run.hand_in(spawned.start, spawned.context)
-            for watch in spawn_watchers:
-                watch(spawned)
-            return future
-        except RuntimeError:  # the loop closed in between
-            run.pending.discard(spawned)
-    coro.close()
-    raise LoopStoppedError("The shared loop stopped before the task could start.")
+    run.start_soon(spawned, spawned.start, spawned.context, coro, "task")
+    for watch in spawn_watchers:
+        watch(spawned)
+    return future
 
 
 def shutdown_waits_for(awaitable: Awaitable[_T]) -> Awaitable[_T]:
