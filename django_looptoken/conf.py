@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "SLOW_CALLBACK_DURATION": 0.1,
     "STATUS_DIR": None,
     "WATCHDOG_SECONDS": 5.0,
+    "METRICS_TOKEN": None,
 }
 
 
@@ -122,6 +123,26 @@ def _executor_problems(key: str, value: object) -> list[Problem]:
     ]
 
 
+# Long enough that guessing it is out of reach (a secrets.token_urlsafe() is 43).
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+def _metrics_token_problems(key: str, value: object) -> list[Problem]:
+    if value is None or (isinstance(value, str) and len(value) >= METRICS_TOKEN_MIN_LENGTH):
+        return []
+    # Never the value itself: it is a secret, and messages end up in logs.
+    what = f"a string of {len(value)}" if isinstance(value, str) else type(value).__name__
+    return [
+        Problem(
+            "looptoken.E013",
+            f'LOOPTOKEN["{key}"] must be None or a string of at least '
+            f"{METRICS_TOKEN_MIN_LENGTH} characters, not {what}.",
+            "Make one with python -c 'import secrets; print(secrets.token_urlsafe())', "
+            "and read it from the environment rather than writing it in settings.",
+        )
+    ]
+
+
 def _status_dir_problems(key: str, value: object) -> list[Problem]:
     if value is None:
         return []
@@ -191,6 +212,7 @@ _KEY_CHECKS: dict[str, Callable[[str, object], list[Problem]]] = {
     "SLOW_CALLBACK_DURATION": _seconds_checker(nullable=False, zero_ok=False),
     "STATUS_DIR": _status_dir_problems,
     "WATCHDOG_SECONDS": _seconds_checker(nullable=True, zero_ok=False),
+    "METRICS_TOKEN": _metrics_token_problems,
 }
 
 
@@ -406,6 +428,12 @@ class LoopTokenSettings:
         """Seconds of loop stall before its stack is logged (``None``: off)."""
         value = self._value("WATCHDOG_SECONDS")
         return None if value is None else float(value)
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        """The bearer token that may read the metrics (``None``: staff only)."""
+        value = self._value("METRICS_TOKEN")
+        return None if value is None else str(value)
 
 
 looptoken_settings = LoopTokenSettings()

@@ -1,4 +1,5 @@
-"""``path("looptoken/", include("django_looptoken.urls"))``: the staff-only status page."""
+"""``path("looptoken/", include("django_looptoken.urls"))``: the staff-only status
+page, and Prometheus metrics at ``metrics`` (bearer token or staff)."""
 
 from django.urls import path
 
@@ -8,4 +9,5 @@ app_name = "django_looptoken"
 
 urlpatterns = [
     path("", views.status_page, name="status"),
+    path("metrics", views.metrics, name="metrics"),
 ]

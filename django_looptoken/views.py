@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_deny
 
 from django_looptoken._status import would_start
 from django_looptoken._status_report import StatusReport
+from django_looptoken.conf import looptoken_settings
 
 REFRESH_SECONDS = 5
 
@@ -113,3 +115,49 @@ def status_page(request: HttpRequest) -> HttpResponse:
         "would_start": would_start() if report.empty else None,
     }
     return render(request, "django_looptoken/status.html", context)
+
+
+METRICS_NEED_CREDENTIALS = (
+    "The loop metrics need credentials: send LOOPTOKEN['METRICS_TOKEN'] as a bearer "
+    "token (Prometheus: authorization: {credentials: ...}), or log in as staff."
+)
+
+
+def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
+    """None if the request may read the metrics: it carries the configured
+    bearer token, or comes from active staff. Else 401 without credentials,
+    403 with wrong ones; never the data."""
+    token = looptoken_settings.METRICS_TOKEN
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if token is not None and scheme.lower() == "bearer":
+        if hmac.compare_digest(sent.strip().encode(), token.encode()):
+            return None
+        return HttpResponseForbidden("Wrong bearer token for the loop metrics.\n")
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        if user.is_active and user.is_staff:
+            return None
+        return HttpResponseForbidden(f"{METRICS_NEED_CREDENTIALS}\n")
+    refusal = HttpResponse(f"{METRICS_NEED_CREDENTIALS}\n", status=401, content_type="text/plain")
+    refusal["WWW-Authenticate"] = 'Bearer realm="looptoken metrics"'
+    return refusal
+
+
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of every local process of this project (any worker
+    that answers the scrape reports them all), for the bearer token in
+    ``LOOPTOKEN["METRICS_TOKEN"]`` or for staff."""
+    refusal = _metrics_refusal(request)
+    if refusal is not None:
+        return refusal
+    try:
+        from django_looptoken import _metrics
+    except ImportError:
+        return HttpResponse(
+            "The loop metrics need prometheus_client: pip install 'django-looptoken[metrics]'.\n",
+            status=501,
+            content_type="text/plain",
+        )
+    body, content_type = _metrics.exposition(StatusReport.gather())
+    return HttpResponse(body, content_type=content_type)

@@ -3,7 +3,7 @@
 Contributing to the docs: the conventions this file enforces.
 
 * Every fenced block names its language. ```python blocks run; ```console,
-  ```text, ```ini, ```json and ```mermaid blocks are not Python and do not.
+  ```text, ```ini, ```json, ```yaml and ```mermaid blocks are not Python and do not.
 * The ```python blocks of one file run in order, in one module per file
   (``looptoken_docs_api`` for docs/api.md, so ``__name__`` can serve as
   ``ROOT_URLCONF``), one test per block, its id ``docs/api.md:42``. A later
@@ -69,7 +69,7 @@ pytestmark = pytest.mark.one_backend
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = ["README.md", *(f"docs/{path.name}" for path in sorted((ROOT / "docs").glob("*.md")))]
 BLOCKS = {name: blocks(ROOT, name) for name in DOC_FILES}
-NOT_PYTHON = {"console", "text", "ini", "json", "mermaid"}
+NOT_PYTHON = {"console", "text", "ini", "json", "yaml", "mermaid"}
 NOT_RUN_ALLOWED = {"docs/migrating.md": 1}
 PYTHON = [
     b

@@ -58,6 +58,10 @@ class StatusServer:
         return processes
 
 
+# The bearer token the status servers' metrics URL takes.
+METRICS_TOKEN = "status-servers-metrics-token"
+
+
 def settings_env(status_dir: Path, database: Path | None = None) -> dict[str, str]:
     """The environment of a process using the status settings."""
     env = {
@@ -65,6 +69,7 @@ def settings_env(status_dir: Path, database: Path | None = None) -> dict[str, st
         "PYTHONDEVMODE": "1",
         "DJANGO_SETTINGS_MODULE": SETTINGS,
         "LOOPTOKEN_TEST_STATUS_DIR": str(status_dir),
+        "LOOPTOKEN_TEST_METRICS_TOKEN": METRICS_TOKEN,
     }
     if database is not None:
         env["LOOPTOKEN_TEST_DB"] = str(database)

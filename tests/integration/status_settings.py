@@ -10,7 +10,11 @@ import os
 from tests.integration.server_settings import *  # noqa: F403
 from tests.integration.server_settings import INSTALLED_APPS, LOOPTOKEN, MIDDLEWARE
 
-LOOPTOKEN = {**LOOPTOKEN, "STATUS_DIR": os.environ["LOOPTOKEN_TEST_STATUS_DIR"]}
+LOOPTOKEN = {
+    **LOOPTOKEN,
+    "STATUS_DIR": os.environ["LOOPTOKEN_TEST_STATUS_DIR"],
+    "METRICS_TOKEN": os.environ.get("LOOPTOKEN_TEST_METRICS_TOKEN"),
+}
 INSTALLED_APPS = ["django.contrib.admin", "django.contrib.messages", *INSTALLED_APPS]
 MIDDLEWARE = [*MIDDLEWARE, "django.contrib.messages.middleware.MessageMiddleware"]
 TEMPLATES = [

@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from django_looptoken._status_socket import REQUEST_LIMIT, ask
-from tests.integration.status_servers import SETTINGS, StatusServer, held_requests
+from tests.integration.status_servers import (
+    METRICS_TOKEN,
+    SETTINGS,
+    StatusServer,
+    held_requests,
+)
 from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
 from tests.status_worker import socket_of
 from tests.support.processes import DEADLINE_S, NOISE, parent_of, stop
@@ -204,3 +210,38 @@ def test_sigkill_leaves_stale_sockets_that_the_next_listing_removes(
             in result.stderr
         )
     assert os.listdir(server.status_dir) == []
+
+
+def _scrape(server: StatusServer) -> dict[str, dict[int, float]]:
+    """One scrape of the metrics URL: each family's value per pid (the
+    quantile-less samples), parsed by prometheus_client."""
+    response = httpx.get(
+        server.server.url + "looptoken/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=DEADLINE_S,
+    )
+    assert response.status_code == 200, response.text
+    values: dict[str, dict[int, float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if "quantile" not in sample.labels:
+                values.setdefault(family.name, {})[int(sample.labels["pid"])] = sample.value
+    return values
+
+
+def test_a_scrape_of_either_worker_reports_both_and_counters_grow(
+    status_gunicorn: Callable[..., StatusServer],
+) -> None:
+    server = status_gunicorn(*WORKERS)
+    workers = set(by_pid(server.wait_for_workers(2)))
+    before = _scrape(server)
+    assert set(before["looptoken_process_up"]) == workers  # whichever worker answered
+    assert set(before["looptoken_process_up"].values()) == {1.0}
+    assert set(before["looptoken_loop_running"].values()) == {1.0}
+    for _ in range(6):  # await_ calls, on either worker
+        httpx.get(server.server.url + "where/decorated/", timeout=DEADLINE_S).raise_for_status()
+    after = _scrape(server)
+    calls = "looptoken_await_calls"
+    assert all(after[calls][pid] >= before[calls][pid] for pid in workers)
+    assert sum(after[calls].values()) - sum(before[calls].values()) >= 6
+    assert stop(server.server) == 0
