@@ -1,10 +1,12 @@
 """How long the exit drain may take before the server kills this process.
 
 gunicorn SIGKILLs a worker ``graceful_timeout`` seconds (30 by default) after
-it told it to stop; the worker first finishes its in-flight requests, so a
-drain allowed the whole ``SHUTDOWN_TIMEOUT`` could be killed half-way, its
-protected work lost without a word. The drain gets what is left of the
-server's grace instead, less a margin for the rest of the exit, and says so.
+it told it to stop, and uWSGI's master a worker it reloads
+``worker-reload-mercy`` seconds (60 by default) after; the worker first
+finishes its in-flight requests, so a drain allowed the whole
+``SHUTDOWN_TIMEOUT`` could be killed half-way, its protected work lost
+without a word. The drain gets what is left of the server's grace instead,
+less a margin for the rest of the exit, and says so.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from django_looptoken import _signal_hooks
+from django_looptoken import _signal_hooks, _uwsgi
 
 # What the exit needs after the drain (closing steps, the interpreter's own).
 MARGIN_SECONDS = 1.0
@@ -33,6 +35,9 @@ def server_grace() -> tuple[str, float] | None:
     graceful_timeout = getattr(getattr(worker, "cfg", None), "graceful_timeout", None)
     if type(worker).__module__.startswith("gunicorn.workers.") and graceful_timeout is not None:
         return "gunicorn's graceful_timeout", float(graceful_timeout)
+    mercy = _uwsgi.worker_reload_mercy()
+    if mercy is not None:
+        return "uWSGI's worker-reload-mercy", mercy
     return None
 
 

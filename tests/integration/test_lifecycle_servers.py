@@ -151,7 +151,9 @@ def uwsgi(launcher: Launcher, markers: Path) -> Callable[..., Server]:
     if not binary.exists():
         pytest.fail(f"{binary} is missing: `make test` installs it with the test extras (pip)")
 
-    def start(*options: str, module: str = "tests.wsgi:application") -> Server:
+    def start(
+        *options: str, module: str = "tests.wsgi:application", shutdown_timeout: float = 5.0
+    ) -> Server:
         port = free_port()
         command = [
             str(binary),
@@ -160,9 +162,8 @@ def uwsgi(launcher: Launcher, markers: Path) -> Callable[..., Server]:
             *("--need-app", "--home", sys.prefix),
             *options,
         ]
-        return launcher.launch(
-            "uwsgi", command, port=port, settings=LIFECYCLE, extra_env=_env(markers, 5.0)
-        )
+        env = _env(markers, shutdown_timeout)
+        return launcher.launch("uwsgi", command, port=port, settings=LIFECYCLE, extra_env=env)
 
     return start
 
@@ -230,3 +231,24 @@ def test_uwsgi_workers_forked_after_the_master_used_the_loop_get_their_own_of_ev
     assert stop(server) == 0  # the workers heard SIGTERM and drained
     assert all(f"Shared loop stopped (pid {pid})" in server.stderr() for pid in workers)
     assert_quiet(server.stderr())
+
+
+def test_a_uwsgi_worker_reloaded_drains_within_its_mercy(
+    uwsgi: Callable[..., Server], markers: Path
+) -> None:
+    # SHUTDOWN_TIMEOUT (30 s) would outlast the master's mercy (4 s) on a
+    # reload: the drain gets what is left of it, cuts the stuck work and logs
+    # it, and the worker exits before the master's SIGKILL.
+    server = uwsgi("--processes", "1", "--worker-reload-mercy", "4", shutdown_timeout=30.0)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        old = client.get("lifecycle/stuck/").json()["pid"]
+        server.process.send_signal(signal.SIGHUP)  # uWSGI's graceful reload
+        wait_until(lambda: f"Shared loop stopped (pid {old})" in server.stderr(), "the drain")
+        stderr = server.stderr()
+        assert "uWSGI's worker-reload-mercy (4 s) ends" in stderr
+        assert "Shutdown cut" in stderr
+        assert "NO MERCY" not in stderr
+        new = client.get("lifecycle/loop/").json()["pid"]  # the reloaded worker serves
+    assert new != old
+    assert stop(server) == 0
+    assert "NO MERCY" not in server.stderr()
