@@ -79,3 +79,26 @@ def test_bench_await_refuses_a_cpu_it_may_not_run_on() -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"--pin {outside}: this process may run on CPUs {usable} only" in done.stderr
     assert done.stdout == ""
+
+
+def test_bench_scaling_compares_the_app_with_the_hand_written_thread(tmp_path: Path) -> None:
+    """A tiny run of ``bench_scaling.py``: each contender measured, the app's
+    rows carrying its ratios to the thread's, the figures written as JSON."""
+    figures = tmp_path / "scaling.json"
+    command = [sys.executable, str(ROOT / "bench" / "bench_scaling.py"), "--backend", "asyncio"]
+    command += ["--callers", "2", "--rounds", "1", "--seconds", "0.05", "--json", str(figures)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |")]
+    assert [row.split(" | ")[1] for row in rows] == [
+        "await_",
+        "thread",
+        "await_multiple x10",
+        "thread gather x10",
+    ]
+    assert rows[0].count("(") == 3  # calls/s, p99 and p999 ratios, with their range
+    (report,) = json.loads(figures.read_text())
+    assert report["backend"] == "asyncio"
+    assert all(run["calls_per_s"] > 0 for run in report["figures"]["2"]["await_"])
