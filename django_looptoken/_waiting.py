@@ -4,7 +4,9 @@ CPython runs a Python signal handler only when a blocking wait returns. A
 signal that lands after the interpreter's last check but before the thread
 sleeps in the kernel does not end the sleep, so a plain wait would hold a
 Ctrl-C until whatever it waits for happens. Waiting in slices bounds that
-delay; the slices cost nothing while the wait is short.
+delay; the slices cost nothing while the wait is short. Only the main thread
+runs signal handlers, so only its waits on a waker are sliced: other
+threads sleep until they are woken (see ``signal_check_slice``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ from collections.abc import Callable
 
 # How late a signal may be noticed by a thread blocked in one of these waits.
 SIGNAL_CHECK_SECONDS = 0.05
+
+
+def signal_check_slice() -> float:
+    """How long one slice of a waker's wait may be in the calling thread:
+    ``SIGNAL_CHECK_SECONDS`` in the main thread, the only one where Python
+    runs signal handlers; elsewhere -1, one wait to the end. A thousand
+    request threads waking every 50 ms only to check would be 20,000 GIL
+    acquisitions a second, taken from the loop thread."""
+    return SIGNAL_CHECK_SECONDS if threading.current_thread() is threading.main_thread() else -1
 
 
 def wait_event(event: threading.Event, timeout: float) -> bool:
@@ -60,12 +71,13 @@ class LockWaker:
     has to do: right when other callers wait on it too.
     """
 
-    __slots__ = ("_lock", "_pending")
+    __slots__ = ("_lock", "_pending", "_slice")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()
         self._pending = False
+        self._slice = signal_check_slice()
 
     def wake(self) -> None:
         """Wake the waiter, or make its next ``wait()`` return at once."""
@@ -75,7 +87,7 @@ class LockWaker:
 
     def wait(self) -> None:
         """Block until woken since the last ``wait()``."""
-        while not self._lock.acquire(True, SIGNAL_CHECK_SECONDS):
+        while not self._lock.acquire(True, self._slice):
             pass
         self._pending = False
 
@@ -89,7 +101,7 @@ class DescriptorWaker:
     One per thread (``thread_waker()``), kept for the thread's life.
     """
 
-    __slots__ = ("_poll", "_read_fd", "_write_fd")
+    __slots__ = ("_poll", "_read_fd", "_slice_ms", "_write_fd")
 
     def __init__(self) -> None:
         if USE_EVENTFD:
@@ -100,6 +112,9 @@ class DescriptorWaker:
             os.set_blocking(self._write_fd, False)
         self._poll = select.poll()
         self._poll.register(self._read_fd, select.POLLIN)
+        # The thread that makes its waker is the one that waits on it.
+        slice_seconds = signal_check_slice()
+        self._slice_ms = -1 if slice_seconds < 0 else round(slice_seconds * 1000)
 
     def wake(self) -> None:
         """Wake the waiter, or make its next ``wait()`` return at once."""
@@ -108,7 +123,7 @@ class DescriptorWaker:
 
     def wait(self) -> None:
         """Block until woken since the last ``wait()``."""
-        while not self._poll.poll(_SIGNAL_CHECK_MS):
+        while not self._poll.poll(self._slice_ms):
             pass
         # Only this thread reads, so a readable descriptor has something to
         # read; if not, there is no wake-up to take and the waiter checks again.
@@ -134,7 +149,6 @@ class DescriptorWaker:
 USE_EVENTFD = hasattr(os, "eventfd")
 # What an eventfd takes: an 8-byte count. A pipe takes any bytes.
 _ONE = (1).to_bytes(8, sys.byteorder)
-_SIGNAL_CHECK_MS = round(SIGNAL_CHECK_SECONDS * 1000)
 _local = threading.local()
 
 

@@ -6,11 +6,13 @@ import asyncio
 import contextvars
 import gc
 import os
+import re
 import signal
 import threading
 import time
 import traceback
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -620,3 +622,29 @@ def test_callers_arriving_together_share_one_loop_wake_up(token: looptoken.LoopT
     assert sorted(results) == [0, 1, 2, 3, 4]
     assert not run._inbox
     assert not run._inbox_scheduled
+
+
+def _voluntary_switches(native_id: int) -> int:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)$", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_a_thread_other_than_main_waits_without_waking_to_check_for_signals(
+    token: looptoken.LoopToken,
+) -> None:
+    # Python runs signal handlers in the main thread only, so only its waits
+    # come back every SIGNAL_CHECK_SECONDS; a request thread sleeps to the end
+    # (a thousand of them waking to check would starve the loop thread).
+    counted: list[int] = []
+
+    def call() -> None:
+        me = threading.get_native_id()
+        before = _voluntary_switches(me)
+        looptoken.await_(asyncio.sleep(0.5))
+        counted.append(_voluntary_switches(me) - before)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    # Waking every 50 ms would be ten switches; the call itself takes a few.
+    assert counted[0] < 6, counted
