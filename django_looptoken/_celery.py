@@ -22,4 +22,6 @@ def _drain_pool_process(**kwargs: Any) -> None:
 
 def connect() -> None:
     """Drain each prefork child's loop before billiard exits it."""
-    signals.worker_process_shutdown.connect(_drain_pool_process, weak=False)
+    signals.worker_process_shutdown.connect(
+        _drain_pool_process, weak=False, dispatch_uid="django_looptoken.drain"
+    )
