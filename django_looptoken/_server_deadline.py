@@ -18,15 +18,30 @@ import shlex
 import signal
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from django_looptoken import _signal_hooks, _uwsgi
 
-# What the exit needs after the drain (closing steps, the interpreter's own).
-MARGIN_SECONDS = 1.0
+
+class Grace(NamedTuple):
+    """A server's grace period for this process: its name, its length, and
+    the margin the drain leaves for the rest of the exit."""
+
+    name: str
+    seconds: float
+    margin: float
 
 
-def server_grace() -> tuple[str, float] | None:
-    """The server's grace period for this process, and its name, if known."""
+# What the exit needs after the drain: the closing steps and the
+# interpreter's own teardown. uWSGI's needs more: its clock counts whole
+# seconds, and the drain starts some time after the master's stop request,
+# which Python never sees.
+GUNICORN_MARGIN_SECONDS = 1.0
+UWSGI_MARGIN_SECONDS = 2.0
+
+
+def server_grace() -> Grace | None:
+    """The server's grace period for this process, if known."""
     # A gunicorn worker's SIGTERM handler is its own method, and the worker
     # carries the configuration: found whether the app wrapped the handler
     # (the worker loaded the app) or not (--preload: it was set after the fork).
@@ -34,10 +49,12 @@ def server_grace() -> tuple[str, float] | None:
     worker = getattr(handler, "__self__", None)
     graceful_timeout = getattr(getattr(worker, "cfg", None), "graceful_timeout", None)
     if type(worker).__module__.startswith("gunicorn.workers.") and graceful_timeout is not None:
-        return "gunicorn's graceful_timeout", float(graceful_timeout)
+        return Grace(
+            "gunicorn's graceful_timeout", float(graceful_timeout), GUNICORN_MARGIN_SECONDS
+        )
     mercy = _uwsgi.worker_reload_mercy()
     if mercy is not None:
-        return "uWSGI's worker-reload-mercy", mercy
+        return Grace("uWSGI's worker-reload-mercy", mercy, UWSGI_MARGIN_SECONDS)
     return None
 
 
@@ -47,12 +64,12 @@ def drain_budget(shutdown_timeout: float) -> tuple[float, str | None]:
     grace = server_grace()
     if grace is None:
         return shutdown_timeout, None
-    name, seconds = grace
     asked_to_stop = _signal_hooks.stop_signal_at() or time.monotonic()
-    left = seconds - (time.monotonic() - asked_to_stop) - MARGIN_SECONDS
+    ends_in = grace.seconds - (time.monotonic() - asked_to_stop)
+    left = ends_in - grace.margin
     if left >= shutdown_timeout:
         return shutdown_timeout, None
-    return max(left, 0.0), f"{name} ({seconds:g} s) ends {left + MARGIN_SECONDS:.1f} s from now"
+    return max(left, 0.0), f"{grace.name} ({grace.seconds:g} s) ends {ends_in:.1f} s from now"
 
 
 def configured_gunicorn_grace(directory: Path) -> tuple[str, float] | None:

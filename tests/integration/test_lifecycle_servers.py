@@ -236,16 +236,16 @@ def test_uwsgi_workers_forked_after_the_master_used_the_loop_get_their_own_of_ev
 def test_a_uwsgi_worker_reloaded_drains_within_its_mercy(
     uwsgi: Callable[..., Server], markers: Path
 ) -> None:
-    # SHUTDOWN_TIMEOUT (30 s) would outlast the master's mercy (4 s) on a
+    # SHUTDOWN_TIMEOUT (30 s) would outlast the master's mercy (6 s) on a
     # reload: the drain gets what is left of it, cuts the stuck work and logs
     # it, and the worker exits before the master's SIGKILL.
-    server = uwsgi("--processes", "1", "--worker-reload-mercy", "4", shutdown_timeout=30.0)
+    server = uwsgi("--processes", "1", "--worker-reload-mercy", "6", shutdown_timeout=30.0)
     with httpx.Client(base_url=server.url, timeout=10) as client:
         old = client.get("lifecycle/stuck/").json()["pid"]
         server.process.send_signal(signal.SIGHUP)  # uWSGI's graceful reload
         wait_until(lambda: f"Shared loop stopped (pid {old})" in server.stderr(), "the drain")
         stderr = server.stderr()
-        assert "uWSGI's worker-reload-mercy (4 s) ends" in stderr
+        assert "uWSGI's worker-reload-mercy (6 s) ends" in stderr
         assert "Shutdown cut" in stderr
         assert "NO MERCY" not in stderr
         new = client.get("lifecycle/loop/").json()["pid"]  # the reloaded worker serves
