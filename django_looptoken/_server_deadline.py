@@ -24,20 +24,17 @@ from django_looptoken import _signal_hooks, _uwsgi
 
 
 class Grace(NamedTuple):
-    """A server's grace period for this process: its name, its length, and
-    the margin the drain leaves for the rest of the exit."""
+    """A server's grace period for this process: its name and its length."""
 
     name: str
     seconds: float
-    margin: float
 
 
 # What the exit needs after the drain: the closing steps and the
-# interpreter's own teardown. uWSGI's needs more: its clock counts whole
-# seconds, and the drain starts some time after the master's stop request,
-# which Python never sees.
-GUNICORN_MARGIN_SECONDS = 1.0
-UWSGI_MARGIN_SECONDS = 2.0
+# interpreter's own teardown on a busy machine; under uWSGI also its clock,
+# which counts whole seconds, and the time between the master's stop request
+# (which Python never sees) and the drain.
+MARGIN_SECONDS = 2.0
 
 
 def server_grace() -> Grace | None:
@@ -49,12 +46,10 @@ def server_grace() -> Grace | None:
     worker = getattr(handler, "__self__", None)
     graceful_timeout = getattr(getattr(worker, "cfg", None), "graceful_timeout", None)
     if type(worker).__module__.startswith("gunicorn.workers.") and graceful_timeout is not None:
-        return Grace(
-            "gunicorn's graceful_timeout", float(graceful_timeout), GUNICORN_MARGIN_SECONDS
-        )
+        return Grace("gunicorn's graceful_timeout", float(graceful_timeout))
     mercy = _uwsgi.worker_reload_mercy()
     if mercy is not None:
-        return Grace("uWSGI's worker-reload-mercy", mercy, UWSGI_MARGIN_SECONDS)
+        return Grace("uWSGI's worker-reload-mercy", mercy)
     return None
 
 
@@ -66,7 +61,7 @@ def drain_budget(shutdown_timeout: float) -> tuple[float, str | None]:
         return shutdown_timeout, None
     asked_to_stop = _signal_hooks.stop_signal_at() or time.monotonic()
     ends_in = grace.seconds - (time.monotonic() - asked_to_stop)
-    left = ends_in - grace.margin
+    left = ends_in - MARGIN_SECONDS
     if left >= shutdown_timeout:
         return shutdown_timeout, None
     return max(left, 0.0), f"{grace.name} ({grace.seconds:g} s) ends {ends_in:.1f} s from now"

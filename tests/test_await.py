@@ -640,11 +640,11 @@ def test_a_thread_other_than_main_waits_without_waking_to_check_for_signals(
     def call() -> None:
         me = threading.get_native_id()
         before = _voluntary_switches(me)
-        looptoken.await_(asyncio.sleep(0.5))
+        looptoken.await_(asyncio.sleep(1.0))
         counted.append(_voluntary_switches(me) - before)
 
     thread = threading.Thread(target=call)
     thread.start()
     thread.join()
-    # Waking every 50 ms would be ten switches; the call itself takes a few.
-    assert counted[0] < 6, counted
+    # Waking every 50 ms would be twenty switches; the call itself takes a few.
+    assert counted[0] < 8, counted
