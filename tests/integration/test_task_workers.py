@@ -48,6 +48,7 @@ def celery_app(broker: str) -> Iterator[object]:
     from tests.integration.celery_app import app
 
     app.conf.broker_url = app.conf.result_backend = broker
+    app.control.purge()  # nothing a test before left for this test's worker
     yield app
     app.close()
 
