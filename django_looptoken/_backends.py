@@ -8,6 +8,8 @@ from collections.abc import Callable
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from django_looptoken import _greenlets
+
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 #: The backends named by a word, whose loops are built from known classes.
@@ -41,6 +43,8 @@ def resolve_loop_factory(backend: str) -> LoopFactory:
         else:
             return uvloop.new_event_loop
     if backend in ("auto", "asyncio"):
+        if _greenlets.monkey_patched() == "gevent":
+            return _native_selector_loop
         return asyncio.SelectorEventLoop
     if "." not in backend:
         raise ImproperlyConfigured(
@@ -59,6 +63,13 @@ def resolve_loop_factory(backend: str) -> LoopFactory:
             "zero-argument callable returning a new event loop."
         )
     return factory  # type: ignore[no-any-return]
+
+
+def _native_selector_loop() -> asyncio.AbstractEventLoop:
+    # Under gevent, selectors.DefaultSelector is gevent's, which would run a
+    # hub in the loop's thread: the loop uses the one gevent replaced.
+    default_selector = _greenlets.native_selector_class()
+    return asyncio.SelectorEventLoop(default_selector())
 
 
 def build_loop(backend: str, factory: LoopFactory) -> asyncio.AbstractEventLoop:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
-from django_looptoken import _waiting
+from django_looptoken import _greenlets, _waiting
 from django_looptoken._handback import (
     WorkItem,
     background_executor,
@@ -53,10 +53,16 @@ TIMEOUT_GRACE_SECONDS = 1.0
 logger = logging.getLogger("django_looptoken")
 
 
-def pick_waker(*, alone: bool) -> _waiting.LockWaker | _waiting.DescriptorWaker:
+Waker = _waiting.LockWaker | _waiting.DescriptorWaker | _greenlets.GreenletWaker
+
+
+def pick_waker(*, alone: bool) -> Waker:
     """How the loop thread will wake a caller: alone, the caller gets the GIL
     with the wake-up (its thread's descriptor waker); among other callers, the
-    loop thread keeps it and serves them on (a lock)."""
+    loop thread keeps it and serves them on (a lock). Under gevent, the
+    caller's hub wakes it and runs other greenlets meanwhile."""
+    if _greenlets.monkey_patched() == "gevent":
+        return _greenlets.GreenletWaker()
     if alone:
         try:
             return _waiting.thread_waker()
@@ -90,7 +96,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         self._coro = coro
         self._timeout = timeout
         self._context = contextvars.copy_context()
-        self._waker: _waiting.LockWaker | _waiting.DescriptorWaker
+        self._waker: Waker
         self._work: deque[WorkItem] = deque()
         self._caller_left = False
         self._task: asyncio.Task[None] | None = None

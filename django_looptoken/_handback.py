@@ -20,6 +20,9 @@ from typing import Any, ParamSpec, TypeVar
 import asgiref.local
 from asgiref.sync import AsyncToSync
 
+from django_looptoken import _greenlets
+from django_looptoken._native_pool import NativeThreadPool
+
 try:
     # asgiref's own rule for moving a context between threads (it re-homes
     # its Local storage); using it keeps "as with async_to_sync" exact.
@@ -197,7 +200,7 @@ class BackgroundExecutor(concurrent.futures.Executor):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: concurrent.futures.Executor | None = None
         # While a test collects spawned work (django_looptoken.testing), the
         # calls go there instead: to the test's thread and its transaction.
         self.redirect: concurrent.futures.Executor | None = None
@@ -207,12 +210,16 @@ class BackgroundExecutor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._pool = None
 
-    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _get_pool(self) -> concurrent.futures.Executor:
         with self._lock:
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="looptoken-sync"
-                )
+                if _greenlets.monkey_patched() == "gevent":
+                    # The loop thread submits here: a greenlet it started would never run.
+                    self._pool = NativeThreadPool(1)
+                else:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        1, thread_name_prefix="looptoken-sync"
+                    )
             return self._pool
 
     def submit(

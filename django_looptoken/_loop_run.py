@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import signal
@@ -13,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from django_looptoken import _waiting
+from django_looptoken import _greenlets, _waiting
 from django_looptoken.exceptions import LoopStoppedError
 
 logger = logging.getLogger("django_looptoken")
@@ -122,15 +123,24 @@ class LoopRun:
         A failure to start is raised here, in the caller, not lost in the thread.
         """
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.thread = threading.Thread(
-            target=self._main, args=(ready,), name="looptoken-loop", daemon=True
-        )
-        self.thread.start()
-        ready.result()
+        if _greenlets.monkey_patched() == "gevent":
+            # A greenlet would never yield to the hub: a native thread, which
+            # has no threading.Thread (self.thread stays None).
+            _greenlets.start_native_thread(lambda: self._main(ready))
+        else:
+            self.thread = threading.Thread(
+                target=self._main, args=(ready,), name="looptoken-loop", daemon=True
+            )
+            self.thread.start()
+        # In slices: an untimed wait of a greenlet whose hub has nothing else
+        # to do ends in gevent's LoopExit, and Ctrl-C is heard in time.
+        while True:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                return ready.result(_waiting.SIGNAL_CHECK_SECONDS)
 
     def on_loop_thread(self) -> bool:
         """Whether the calling thread is this loop's thread."""
-        return threading.get_ident() == self.thread_id
+        return _greenlets.native_thread_id() == self.thread_id
 
     def hand_in(self, callback: Callable[[], object], context: contextvars.Context) -> None:
         """``call_soon_threadsafe(callback, context=context)``, coalesced.
@@ -218,7 +228,7 @@ class LoopRun:
         raise LoopStoppedError(f"The shared loop stopped before the {what} could start.")
 
     def _main(self, ready: concurrent.futures.Future[None]) -> None:
-        self.thread_id = threading.get_ident()
+        self.thread_id = _greenlets.native_thread_id()
         # Process-control signals (Ctrl-C, a server's SIGTERM) must reach the
         # main thread: one the kernel gives this thread would not wake a main
         # thread blocked in await_. Threads started from here inherit the mask.

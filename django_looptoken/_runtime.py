@@ -25,6 +25,7 @@ from enum import Enum
 from django_looptoken import _greenlets, _shutdown, _waiting, signals
 from django_looptoken._backends import build_loop, resolve_loop_factory
 from django_looptoken._loop_run import LoopRun
+from django_looptoken._native_pool import give_native_executor
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.exceptions import LoopStoppedError
 
@@ -53,7 +54,10 @@ def new_loop() -> asyncio.AbstractEventLoop:
     loop = build_loop(conf.BACKEND, resolve_loop_factory(conf.BACKEND))
     loop.set_debug(conf.DEBUG)
     loop.slow_callback_duration = conf.SLOW_CALLBACK_DURATION
-    if conf.EXECUTOR_MAX_WORKERS is not None:
+    if _greenlets.monkey_patched() == "gevent":
+        # asyncio's own pool would start greenlets on the loop's thread.
+        give_native_executor(loop, conf.EXECUTOR_MAX_WORKERS or min(32, (os.cpu_count() or 1) + 4))
+    elif conf.EXECUTOR_MAX_WORKERS is not None:
         loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(
                 conf.EXECUTOR_MAX_WORKERS, thread_name_prefix="looptoken-executor"
@@ -159,7 +163,8 @@ class Runtime:
                     )
                 if self._state is STOPPED:
                     break
-                self._changed.wait()
+                # In slices, as every wait here (see _waiting).
+                self._changed.wait(_waiting.SIGNAL_CHECK_SECONDS)
             self._set_state(STARTING)
             loop, self._next_loop = self._next_loop, None
         try:

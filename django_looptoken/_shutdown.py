@@ -23,6 +23,7 @@ from typing import Any
 
 from django_looptoken import signals
 from django_looptoken._loop_run import LoopRun
+from django_looptoken._native_pool import has_native_executor, shutdown_native_executor
 
 logger = logging.getLogger("django_looptoken")
 
@@ -104,9 +105,12 @@ async def _sequence(run: LoopRun, timeout: float) -> None:
             if close is not None:
                 await _run_step(close(run), f"closing {step}", time_left())
         await _run_step(loop.shutdown_asyncgens(), "shutting down async generators", time_left())
-        await _run_step(
-            loop.shutdown_default_executor(), "shutting down the default executor", time_left()
+        shut_executor = (
+            shutdown_native_executor(loop)
+            if has_native_executor(loop)
+            else loop.shutdown_default_executor()
         )
+        await _run_step(shut_executor, "shutting down the default executor", time_left())
     finally:
         signals.send(signals.loop_stopped, loop)
 

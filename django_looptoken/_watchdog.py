@@ -24,6 +24,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
+from django_looptoken._greenlets import NativeEvent, native_thread_id, start_thread
+
 logger = logging.getLogger("django_looptoken")
 
 # While the loop is blocked, how often the watcher looks whether it runs again.
@@ -71,15 +73,26 @@ class Watcher:
         self._last_burst = recent_burst
         # When (time.monotonic()) the thread next looks whether the beat came.
         self.next_look = 0.0
-        self._stop = threading.Event()
+        # Native events: under gevent this thread and the loop's are native
+        # threads, which gevent's patched Event cannot wake.
+        self._stop = NativeEvent()
         # Set by look_again() and stop(): wakes the wait for the next beat.
-        self._look_again = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._look_again = NativeEvent()
+        self._ended = NativeEvent()
+        self._started = False
+        self._thread_id: int | None = None
 
     def start(self) -> None:
         """Start the thread (a daemon: it never keeps a process alive)."""
-        self._thread = threading.Thread(target=self._main, name="looptoken-watchdog", daemon=True)
-        self._thread.start()
+        self._started = True
+        start_thread(self._run, "looptoken-watchdog")
+
+    def _run(self) -> None:
+        self._thread_id = native_thread_id()
+        try:
+            self._main()
+        finally:
+            self._ended.set()
 
     def look_again(self) -> None:
         """The next beat is due sooner than the thread expected: read it again."""
@@ -89,8 +102,8 @@ class Watcher:
         """Stop the thread and wait for it."""
         self._stop.set()
         self._look_again.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(JOIN_SECONDS)
+        if self._started and self._thread_id != native_thread_id():
+            self._ended.wait(JOIN_SECONDS)
 
     def _main(self) -> None:
         beat = self._heartbeat

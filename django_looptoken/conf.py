@@ -264,15 +264,15 @@ def status_dir_problems(configured: str | None) -> list[Problem]:
 
 def server_problems() -> list[Problem]:
     """What in the server this process runs in keeps the loop from working."""
-    patcher = _greenlets.monkey_patched()
-    if patcher is not None:
+    if _greenlets.monkey_patched() == "eventlet":
         return [
             Problem(
                 "looptoken.E012",
-                f"{patcher} monkey-patched this process, so its threads are greenlets on "
-                "one OS thread: the shared loop cannot run in one of them.",
-                "Serve this project with threads instead: gunicorn --worker-class gthread "
-                "--threads N (or sync), uWSGI, or Celery's prefork or threads pool.",
+                "eventlet monkey-patched this process: its threads are greenlets, and "
+                "eventlet's locks cannot be woken from the loop's native thread.",
+                "Serve this project with gevent (gunicorn --worker-class gevent, Celery "
+                "-P gevent) or with threads: gunicorn --worker-class gthread --threads N, "
+                "uWSGI, or Celery's prefork or threads pool.",
             )
         ]
     if _uwsgi.threads_off():

@@ -102,3 +102,19 @@ def test_bench_scaling_compares_the_app_with_the_hand_written_thread(tmp_path: P
     (report,) = json.loads(figures.read_text())
     assert report["backend"] == "asyncio"
     assert all(run["calls_per_s"] > 0 for run in report["figures"]["2"]["await_"])
+
+
+def test_bench_gevent_times_the_loop_against_the_hubs_own_sleep(tmp_path: Path) -> None:
+    """A tiny run of ``bench_gevent.py`` against a real gunicorn gevent
+    worker: both contenders timed, the stalls reported, JSON written."""
+    figures = tmp_path / "gevent.json"
+    command = [sys.executable, str(ROOT / "bench" / "bench_gevent.py")]
+    command += ["--rounds", "1", "--requests", "5", "--json", str(figures)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split(" | ")[0] for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| await_", "| hub's own sleep"]
+    report = json.loads(figures.read_text())
+    assert [len(report["results"][name]) for name in ("await_", "hub's own sleep")] == [1, 1]

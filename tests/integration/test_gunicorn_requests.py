@@ -23,13 +23,14 @@ REQUESTS = "tests.integration.requests_settings"
 # What tests.integration.requests_settings adds when asked through the environment.
 ASYNC_ONLY_MIDDLEWARE = {"LOOPTOKEN_TEST_ASYNC_ONLY_MIDDLEWARE": "1"}
 ASYNC_VIEWS_OFF = {"LOOPTOKEN_TEST_ASYNC_VIEWS": "off", **ASYNC_ONLY_MIDDLEWARE}
+GTHREAD = ("--worker-class", "gthread", "--threads", "4")
 
 
 @contextmanager
-def serve(workdir: Path, **env: str) -> Iterator[Server]:
-    """gunicorn (1 gthread worker, 4 threads) with the request tests' settings
-    (and ``env``) on a fresh database in ``workdir``; stopped by its pid when
-    the block ends."""
+def serve(workdir: Path, worker: tuple[str, ...] = GTHREAD, **env: str) -> Iterator[Server]:
+    """gunicorn (1 ``worker``, by default gthread with 4 threads) with the
+    request tests' settings (and ``env``) on a fresh database in ``workdir``;
+    stopped by its pid when the block ends."""
     settings = REQUESTS
     db = {"LOOPTOKEN_TEST_DB": str(workdir / "db.sqlite3"), **env}
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, **db}
@@ -39,7 +40,9 @@ def serve(workdir: Path, **env: str) -> Iterator[Server]:
     launcher = Launcher(workdir)
     try:
         yield launcher.gunicorn(
-            *("--worker-class", "gthread", "--workers", "1", "--threads", "4"),
+            *worker,
+            "--workers",
+            "1",
             settings=settings,
             extra_env=db,
         )
@@ -67,9 +70,11 @@ def assert_clean_exit(server: Server) -> None:
 
 
 @contextmanager
-def checked_server(factory: pytest.TempPathFactory, **env: str) -> Iterator[Server]:
+def checked_server(
+    factory: pytest.TempPathFactory, worker: tuple[str, ...] = GTHREAD, **env: str
+) -> Iterator[Server]:
     """``serve`` in a fresh directory; when the block ends, ``assert_clean_exit``."""
-    with serve(factory.mktemp("gunicorn"), **env) as server:
+    with serve(factory.mktemp("gunicorn"), worker, **env) as server:
         yield server
         assert_clean_exit(server)
 

@@ -34,14 +34,19 @@ def stop_timed(server: Server, sig: int = signal.SIGTERM) -> tuple[int, float]:
     return code, time.monotonic() - began
 
 
+@pytest.mark.parametrize(
+    "workers",
+    [
+        ("--worker-class", "gthread", "--workers", "2", "--threads", "25"),
+        ("--worker-class", "gevent", "--workers", "1", "--worker-connections", "100"),
+    ],
+    ids=["gthread", "gevent"],
+)
 def test_sigterm_drains_requests_and_protected_work(
-    gunicorn: Callable[..., Server], markers: Path
+    gunicorn: Callable[..., Server], markers: Path, workers: tuple[str, ...]
 ) -> None:
     shutdown_timeout = 5.0
-    server = gunicorn(
-        *("--worker-class", "gthread", "--workers", "2", "--threads", "25"),
-        **_settings(markers, shutdown_timeout),
-    )
+    server = gunicorn(*workers, **_settings(markers, shutdown_timeout))
     limits = httpx.Limits(max_connections=40)
     with (
         httpx.Client(base_url=server.url, timeout=30, limits=limits) as client,

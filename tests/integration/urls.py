@@ -22,4 +22,5 @@ urlpatterns = [
     path("orm/create/plain/<str:name>/", views.create_plain),
     path("orm/count/<str:name>/", views.count_items),
     path("orm/spawn/<int:tasks>/", views.spawn_orm),
+    path("together/<int:count>/", views.together),
 ]

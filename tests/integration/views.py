@@ -217,3 +217,26 @@ def spawn_orm(request: HttpRequest, tasks: int) -> JsonResponse:
             "after": database_fds(),
         }
     )
+
+
+# -- many requests waiting on the loop at once (tests/integration/test_gevent.py) --
+
+_gathering: list[asyncio.Future[None]] = []  # touched on the loop thread only
+
+
+@looptoken.runs_async
+async def together(request: HttpRequest, count: int) -> JsonResponse:
+    """Answer once ``count`` requests wait here at once: requests that waited
+    for the loop one after another would never all be here, and time out."""
+    arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    _gathering.append(arrived)
+    if len(_gathering) >= count:
+        for waiting in _gathering:
+            if not waiting.done():
+                waiting.set_result(None)
+        _gathering.clear()
+    try:
+        await asyncio.wait_for(arrived, BARRIER_SECONDS)
+    except TimeoutError:
+        return JsonResponse({"together": False}, status=504)
+    return JsonResponse({"together": True, "pid": os.getpid()})

@@ -1,0 +1,142 @@
+"""A pool of OS threads for the loop's executors where threads are greenlets.
+
+Under gevent, a ``ThreadPoolExecutor`` that the loop's thread starts makes
+greenlets on that thread's hub, which never runs while the loop does: the
+work would never start. This pool starts native threads instead, and uses
+only native locks, so the loop thread can hand it work and the caller's
+future settles from the pool's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django_looptoken._greenlets import native_lock, start_native_thread
+
+_T = TypeVar("_T")
+
+_WorkItem = tuple[
+    "concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]
+]
+
+
+class NativeThreadPool(concurrent.futures.Executor):
+    """Run calls in up to ``max_workers`` OS threads, started as work arrives."""
+
+    def __init__(self, max_workers: int) -> None:
+        self._max_workers = max_workers
+        self._lock = native_lock()
+        self._work: deque[_WorkItem] = deque()
+        # One native lock per idle thread, held until work arrives for it.
+        self._idle: list[Any] = []
+        self._threads = 0
+        self._shut_down = False
+        # Held while any thread runs: shutdown(wait=True) waits for it.
+        self._all_gone = native_lock()
+
+    def submit(
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[_T]:
+        """Queue ``fn(*args, **kwargs)``; its future settles in a pool thread."""
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        with self._lock:
+            if self._shut_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._work.append((future, fn, args, kwargs))
+            if self._idle:
+                self._idle.pop().release()
+                return future
+            if self._threads >= self._max_workers:
+                return future  # a busy thread takes it next
+            if self._threads == 0:
+                self._all_gone.acquire()
+            self._threads += 1
+        start_native_thread(self._serve)
+        return future
+
+    def _serve(self) -> None:
+        wake = native_lock()
+        wake.acquire()
+        while True:
+            with self._lock:
+                item = self._work.popleft() if self._work else None
+                if item is None:
+                    if self._shut_down:
+                        self._threads -= 1
+                        if self._threads == 0:
+                            self._all_gone.release()
+                        return
+                    self._idle.append(wake)
+            if item is None:
+                wake.acquire()  # released by submit() or shutdown()
+                continue
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del future, fn, args, kwargs, item  # nothing of a call outlives it
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; the threads finish what is queued and end."""
+        with self._lock:
+            self._shut_down = True
+            if cancel_futures:
+                while self._work:
+                    self._work.popleft()[0].cancel()
+            idle, self._idle = self._idle, []
+            running = self._threads > 0
+        for wake in idle:
+            wake.release()
+        if wait and running:
+            self._all_gone.acquire()
+            self._all_gone.release()
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NativeThreadPool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def give_native_executor(loop: asyncio.AbstractEventLoop, max_workers: int) -> None:
+    """Make a native pool ``loop``'s default executor."""
+    pool = _pools[loop] = NativeThreadPool(max_workers)
+    loop.set_default_executor(pool)
+
+
+async def shutdown_native_executor(loop: asyncio.AbstractEventLoop) -> None:
+    """``loop.shutdown_default_executor()`` for a native pool: the wait for
+    its threads happens in a native thread (asyncio's own would start a
+    greenlet there), and the loop runs on meanwhile."""
+    pool = _pools.pop(loop, None)
+    if pool is None:
+        return
+    done = loop.create_future()
+
+    def shut_down() -> None:
+        try:
+            pool.shutdown(wait=True)
+        finally:
+            loop.call_soon_threadsafe(_settle, done)
+
+    start_native_thread(shut_down)
+    await done
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def has_native_executor(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop``'s default executor is a native pool."""
+    return loop in _pools
