@@ -187,6 +187,19 @@ def test_a_celery_gevent_pool_runs_async_tasks_on_one_shared_loop(
     assert_quiet(worker.stderr())
 
 
+def test_a_celery_gevent_pool_drains_protected_work_on_sigterm(
+    celery_app: object, celery_worker: Callable[..., Server], markers: Path
+) -> None:
+    worker = celery_worker("-P", "gevent", "-c", "10")
+    names = ["a", "b", "c", "d"]
+    _send(celery_app, names)
+    wait_until(lambda: all((markers / f"started-{n}").exists() for n in names), "4 tasks")
+    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert all((markers / f"done-{n}").exists() for n in names)  # 4 of 4 finished
+    assert "Process exiting: draining the shared loop" in worker.stderr()
+    assert_quiet(worker.stderr())
+
+
 # -- RQ ---------------------------------------------------------------------------
 
 
