@@ -5,6 +5,8 @@ Run it from the repository root::
     .venv/bin/python bench/bench_scaling.py             # full run, ~10 minutes
     .venv/bin/python bench/bench_scaling.py --quick     # smoke run, ~1 minute
     .venv/bin/python bench/bench_scaling.py --callers 200 1000 --backend uvloop
+    .venv/bin/python bench/bench_scaling.py --greenlets   # callers are gevent greenlets
+    .venv/bin/python bench/bench_scaling.py --breakdown   # and where each call's time goes
 
 N threads each call, over and over, a coroutine that sleeps 0-5 ms (a
 network call's shape), through ``looptoken.await_`` and through a
@@ -13,6 +15,14 @@ on a loop of the same backend, in the same process); and the same with ten
 such coroutines per call (``await_multiple`` against ``asyncio.gather``
 through the hand-written thread). It reports calls per second and the p50,
 p99 and p999 of each call's latency, and the app's ratio to the thread's.
+
+With ``--breakdown`` each call is also cut in three, from marks the
+coroutines take on the loop: hand-in to the first coroutine's start ("to
+the loop"), the coroutines' run, sleep included ("on the loop"), and the
+last one's end to the caller running again ("back to the caller"). With
+``--greenlets`` the child process is gevent-patched first and the callers
+are greenlets of its main thread, as in a gevent worker; the hand-written
+loop thread is then a native thread, as it must be under gevent.
 
 Rounds are interleaved and their order shuffled (seeded), as in
 ``bench_await.py``: every round runs every contender once at each caller
@@ -37,14 +47,19 @@ from dataclasses import dataclass
 from typing import Any
 
 BACKENDS = ("asyncio", "uvloop")
-FULL = {"callers": [1, 8, 32, 200, 1000], "rounds": 5, "seconds": 2.0}
+FULL = {"callers": [1, 8, 32, 50, 200, 1000], "rounds": 5, "seconds": 2.0}
 QUICK = {"callers": [1, 32, 200], "rounds": 2, "seconds": 0.5}
 MULTIPLE = 10  # children per await_multiple call
 
 
-async def sleepy(seconds: float) -> float:
-    """The benchmarked coroutine: a 0-5 ms wait, as a network call would."""
+async def sleepy(seconds: float, marks: list[float] | None = None) -> float:
+    """The benchmarked coroutine: a 0-5 ms wait, as a network call would.
+    With ``marks`` (``--breakdown``) it notes when it started and ended."""
+    if marks is not None:
+        marks.append(time.perf_counter())
     await asyncio.sleep(seconds)
+    if marks is not None:
+        marks.append(time.perf_counter())
     return seconds
 
 
@@ -54,7 +69,7 @@ class Contender:
     contender it is compared with (the app's against the thread's)."""
 
     key: str
-    call: Callable[[random.Random], object]
+    call: Callable[[random.Random, list[float] | None], object]
     twin: str | None = None
 
 
@@ -68,37 +83,60 @@ def contenders(loop: asyncio.AbstractEventLoop) -> list[Contender]:
     def on_thread(coro: Coroutine[Any, Any, Any]) -> object:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-    async def gathered(seconds: list[float]) -> list[float]:
-        return list(await asyncio.gather(*(sleepy(s) for s in seconds)))
+    async def gathered(seconds: list[float], marks: list[float] | None) -> list[float]:
+        return list(await asyncio.gather(*(sleepy(s, marks) for s in seconds)))
 
     return [
-        Contender("await_", lambda rng: looptoken.await_(sleepy(delays(rng, 1)[0])), "thread"),
-        Contender("thread", lambda rng: on_thread(sleepy(delays(rng, 1)[0]))),
+        Contender(
+            "await_",
+            lambda rng, marks: looptoken.await_(sleepy(delays(rng, 1)[0], marks)),
+            "thread",
+        ),
+        Contender("thread", lambda rng, marks: on_thread(sleepy(delays(rng, 1)[0], marks))),
         Contender(
             f"await_multiple x{MULTIPLE}",
-            lambda rng: looptoken.await_multiple([sleepy(s) for s in delays(rng, MULTIPLE)]),
+            lambda rng, marks: looptoken.await_multiple(
+                [sleepy(s, marks) for s in delays(rng, MULTIPLE)]
+            ),
             f"thread gather x{MULTIPLE}",
         ),
         Contender(
-            f"thread gather x{MULTIPLE}", lambda rng: on_thread(gathered(delays(rng, MULTIPLE)))
+            f"thread gather x{MULTIPLE}",
+            lambda rng, marks: on_thread(gathered(delays(rng, MULTIPLE), marks)),
         ),
     ]
 
 
-def measure(contender: Contender, callers: int, seconds: float, seed: int) -> dict[str, float]:
-    """``callers`` threads calling for ``seconds``: calls/s and latency quantiles (ms)."""
+# The parts of a call --breakdown times: hand-in to the first child's start
+# on the loop, the children's run (their sleep included), the last child's
+# end to the caller running again.
+PARTS = ("to_loop", "on_loop", "back")
+
+
+def measure(
+    contender: Contender, callers: int, seconds: float, seed: int, breakdown: bool = False
+) -> dict[str, float]:
+    """``callers`` threads calling for ``seconds``: calls/s and latency
+    quantiles (ms); with ``breakdown``, the p50 and p99 of each of ``PARTS``."""
     latencies: list[list[float]] = [[] for _ in range(callers)]
+    parts: list[list[tuple[float, float, float]]] = [[] for _ in range(callers)]
     barrier = threading.Barrier(callers + 1)
     stop_at = [0.0]
 
     def caller(index: int) -> None:
         rng = random.Random(seed * 100_003 + index)
         mine = latencies[index]
+        my_parts = parts[index]
         barrier.wait()
         deadline = stop_at[0]
         while (began := time.perf_counter()) < deadline:
-            contender.call(rng)
-            mine.append(time.perf_counter() - began)
+            marks: list[float] | None = [] if breakdown else None
+            contender.call(rng, marks)
+            woke = time.perf_counter()
+            mine.append(woke - began)
+            if marks:
+                first, last = min(marks), max(marks)
+                my_parts.append((first - began, last - first, woke - last))
 
     threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(callers)]
     for thread in threads:
@@ -112,16 +150,38 @@ def measure(contender: Contender, callers: int, seconds: float, seed: int) -> di
     def quantile(q: float) -> float:
         return pooled[min(len(pooled) - 1, int(q * len(pooled)))] * 1000
 
-    return {
+    result = {
         "calls_per_s": len(pooled) / seconds,
         "p50_ms": quantile(0.5),
         "p99_ms": quantile(0.99),
         "p999_ms": quantile(0.999),
     }
+    if breakdown:
+        for position, part in enumerate(PARTS):
+            values = sorted(p[position] for mine in parts for p in mine)
+            for q in (0.5, 0.99):
+                at = values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+                result[f"{part}_p{round(q * 100)}_ms"] = at * 1000
+    return result
 
 
-def run_child(backend: str, callers: list[int], rounds: int, seconds: float) -> None:
-    """Measure every contender at every caller count; print JSON on stdout."""
+def run_child(
+    backend: str,
+    callers: list[int],
+    rounds: int,
+    seconds: float,
+    *,
+    breakdown: bool = False,
+    greenlets: bool = False,
+) -> None:
+    """Measure every contender at every caller count; print JSON on stdout.
+    With ``greenlets`` the process is gevent-patched first: the callers are
+    greenlets of one OS thread, as in a gevent worker."""
+    if greenlets:
+        from gevent import monkey
+
+        monkey.patch_all()
+        _keep_the_hub_busy()
     import django
     from django.conf import settings
 
@@ -131,7 +191,12 @@ def run_child(backend: str, callers: list[int], rounds: int, seconds: float) -> 
     from django_looptoken._backends import build_loop, resolve_loop_factory
 
     loop = build_loop(backend, resolve_loop_factory(backend))
-    threading.Thread(target=loop.run_forever, name="hand-written", daemon=True).start()
+    if greenlets:  # what a hand-written loop thread takes under gevent: a native one
+        from gevent.monkey import get_original
+
+        get_original("_thread", "start_new_thread")(loop.run_forever, ())
+    else:
+        threading.Thread(target=loop.run_forever, name="hand-written", daemon=True).start()
     every = contenders(loop)
     figures: dict[str, dict[str, list[dict[str, float]]]] = {}
     shuffle = random.Random(2026)
@@ -141,9 +206,24 @@ def run_child(backend: str, callers: list[int], rounds: int, seconds: float) -> 
                 order = list(every)
                 shuffle.shuffle(order)
                 for contender in order:
-                    result = measure(contender, count, seconds, round_number)
+                    result = measure(contender, count, seconds, round_number, breakdown)
                     figures.setdefault(str(count), {}).setdefault(contender.key, []).append(result)
-    json.dump({"backend": backend, "figures": figures}, sys.stdout)
+    report = {"backend": backend, "greenlets": greenlets, "figures": figures}
+    json.dump(report, sys.stdout)
+
+
+def _keep_the_hub_busy() -> None:
+    # The hand-written thread's callers block in Future.result() on a lock
+    # the loop thread releases; gevent, seeing a hub with nothing scheduled,
+    # would end such a wait with LoopExit. A ticking greenlet keeps it going
+    # (the app's callers do not need it: they wait on the hub's async watcher).
+    import gevent
+
+    def tick() -> None:
+        while True:
+            gevent.sleep(0.1)
+
+    gevent.spawn(tick)
 
 
 def _ratio_cell(mine: list[float], theirs: list[float]) -> str:
@@ -155,7 +235,7 @@ def table(report: dict[str, Any]) -> str:
     """The child's figures as Markdown: medians over rounds, and the app's
     ratio to the thread's (median of per-round ratios, min-max)."""
     lines = [
-        f"#### {report['backend']}",
+        f"#### {_title(report)}",
         "",
         "| callers | contender | calls/s | p50 ms | p99 ms | p999 ms "
         "| calls/s ratio | p99 ratio | p999 ratio |",
@@ -187,6 +267,34 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _title(report: dict[str, Any]) -> str:
+    callers = "greenlets (gevent)" if report.get("greenlets") else "threads"
+    return f"{report['backend']}, callers are {callers}"
+
+
+def breakdown_table(report: dict[str, Any]) -> str:
+    """Where each contender's time goes (``--breakdown``), medians over rounds."""
+    lines = [
+        f"#### {_title(report)}: where the time goes",
+        "",
+        "| callers | contender | to the loop p50 / p99 ms | on the loop p50 / p99 ms "
+        "| back to the caller p50 / p99 ms |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for count, by_key in report["figures"].items():
+        for key in sorted(by_key, key=ORDER.index):
+            runs = by_key[key]
+            cells = [count, key]
+            for part in PARTS:
+                p50, p99 = (
+                    statistics.median(run[f"{part}_{q}_ms"] for run in runs)
+                    for q in ("p50", "p99")
+                )
+                cells.append(f"{p50:.2f} / {p99:.2f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 _TWINS = [("await_", "thread"), (f"await_multiple x{MULTIPLE}", f"thread gather x{MULTIPLE}")]
 ORDER = [key for pair in _TWINS for key in pair]
 
@@ -200,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="interleaved rounds")
     parser.add_argument("--seconds", type=float, help="seconds per measurement")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--breakdown", action="store_true", help="also time each part of a call")
+    parser.add_argument(
+        "--greenlets",
+        action="store_true",
+        help="callers are greenlets of a gevent-patched process",
+    )
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
@@ -207,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or plan["rounds"]
     seconds = args.seconds or plan["seconds"]
     if args.child:
-        run_child(args.child, callers, rounds, seconds)
+        run_child(
+            args.child,
+            callers,
+            rounds,
+            seconds,
+            breakdown=args.breakdown,
+            greenlets=args.greenlets,
+        )
         return 0
     machine = f"Python {platform.python_version()} on {platform.machine()}"
     print(f"{machine}, {rounds} rounds x {seconds} s per contender and caller count")
@@ -215,10 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     for backend in [args.backend] if args.backend else list(BACKENDS):
         command = [sys.executable, __file__, "--child", backend, "--rounds", str(rounds)]
         command += ["--seconds", str(seconds), "--callers", *map(str, callers)]
+        command += ["--breakdown"] * args.breakdown + ["--greenlets"] * args.greenlets
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
         report = json.loads(child.stdout)
         reports.append(report)
         print(table(report), "\n", sep="", flush=True)
+        if args.breakdown:
+            print(breakdown_table(report), "\n", sep="", flush=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(reports, out, indent=1)

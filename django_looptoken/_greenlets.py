@@ -4,11 +4,11 @@ After gevent's ``monkey.patch_all()`` a ``threading.Thread`` is a greenlet on
 the one OS thread: a loop started in one would never yield to the hub, and
 every request greenlet would look like the loop's thread. So under gevent
 the loop, and every thread the app starts for it, is a native thread made
-with the functions gevent saved before patching; callers wait on gevent's
-patched locks, which yield to the hub and can be released from a native
-thread. eventlet's primitives cannot be woken from another thread: there
-the app refuses to start a loop (``looptoken.E012``) and keeps serving the
-pages that do not use it.
+with the functions gevent saved before patching, and a caller greenlet
+waits on its hub, woken through the hub's async watcher (``GreenletWaker``).
+eventlet's primitives cannot be woken from another thread: there the app
+refuses to start a loop (``looptoken.E012``) and keeps serving the pages
+that do not use it.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ class LagProbe:
         self.beats = 0
         self.due = time.monotonic() + interval
         self.last_late_lag = 0.0
+        self.last_late_beat = 0  # the beat that last_late_lag belongs to
         # Ticking at idle_interval: the last tick found the loop without tasks.
         self.idle = False
         # Called (on the loop thread) when wake() brings the next tick forward.
@@ -89,7 +90,9 @@ class LagProbe:
         lag = max(now - self.due, 0.0)  # timers may fire a hair early
         self._samples.append((now, lag))
         if lag > self.late_after:
-            self.last_late_lag = lag  # before beats moves: the watcher reads it after
+            # Before beats moves: the watcher reads them after it.
+            self.last_late_lag = lag
+            self.last_late_beat = self.beats + 1
         self.idle = not asyncio.all_tasks(self.loop)
         step = self.idle_interval if self.idle else self.interval
         self.due = now + step

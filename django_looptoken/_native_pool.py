@@ -25,17 +25,22 @@ _WorkItem = tuple[
 ]
 
 
-class NativeThreadPool(concurrent.futures.Executor):
-    """Run calls in up to ``max_workers`` OS threads, started as work arrives."""
+class NativeThreadPool(concurrent.futures.ThreadPoolExecutor):
+    """Run calls in up to ``max_workers`` OS threads, started as work arrives.
 
-    def __init__(self, max_workers: int) -> None:
-        self._max_workers = max_workers
+    A ``ThreadPoolExecutor`` by type only, because asyncio's
+    ``set_default_executor`` takes nothing else: it shares none of its
+    machinery (queue, locks, threads), all of which gevent patches.
+    """
+
+    def __init__(self, max_workers: int) -> None:  # no super(): see the class docstring
+        self._limit = max_workers
         self._lock = native_lock()
-        self._work: deque[_WorkItem] = deque()
+        self._queued: deque[_WorkItem] = deque()
         # One native lock per idle thread, held until work arrives for it.
-        self._idle: list[Any] = []
-        self._threads = 0
-        self._shut_down = False
+        self._sleepers: list[Any] = []
+        self._running = 0
+        self._closed = False
         # Held while any thread runs: shutdown(wait=True) waits for it.
         self._all_gone = native_lock()
 
@@ -45,17 +50,17 @@ class NativeThreadPool(concurrent.futures.Executor):
         """Queue ``fn(*args, **kwargs)``; its future settles in a pool thread."""
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
         with self._lock:
-            if self._shut_down:
+            if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._work.append((future, fn, args, kwargs))
-            if self._idle:
-                self._idle.pop().release()
+            self._queued.append((future, fn, args, kwargs))
+            if self._sleepers:
+                self._sleepers.pop().release()
                 return future
-            if self._threads >= self._max_workers:
+            if self._running >= self._limit:
                 return future  # a busy thread takes it next
-            if self._threads == 0:
+            if self._running == 0:
                 self._all_gone.acquire()
-            self._threads += 1
+            self._running += 1
         start_native_thread(self._serve)
         return future
 
@@ -64,14 +69,14 @@ class NativeThreadPool(concurrent.futures.Executor):
         wake.acquire()
         while True:
             with self._lock:
-                item = self._work.popleft() if self._work else None
+                item = self._queued.popleft() if self._queued else None
                 if item is None:
-                    if self._shut_down:
-                        self._threads -= 1
-                        if self._threads == 0:
+                    if self._closed:
+                        self._running -= 1
+                        if self._running == 0:
                             self._all_gone.release()
                         return
-                    self._idle.append(wake)
+                    self._sleepers.append(wake)
             if item is None:
                 wake.acquire()  # released by submit() or shutdown()
                 continue
@@ -89,12 +94,12 @@ class NativeThreadPool(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work; the threads finish what is queued and end."""
         with self._lock:
-            self._shut_down = True
+            self._closed = True
             if cancel_futures:
-                while self._work:
-                    self._work.popleft()[0].cancel()
-            idle, self._idle = self._idle, []
-            running = self._threads > 0
+                while self._queued:
+                    self._queued.popleft()[0].cancel()
+            idle, self._sleepers = self._sleepers, []
+            running = self._running > 0
         for wake in idle:
             wake.release()
         if wait and running:

@@ -48,6 +48,7 @@ class Heartbeat(Protocol):
     beats: int  # ticks so far
     due: float  # time.monotonic() when the next tick is due
     last_late_lag: float  # seconds the latest tick late by more than slow_after was late
+    last_late_beat: int  # which beat that tick was
 
 
 class Watcher:
@@ -127,6 +128,7 @@ class Watcher:
         self.slow_callbacks += 1
         culprit = self._culprit()
         stalled = False  # the stack is logged once per stall
+        overdue = time.monotonic() - due
         while self._heartbeat.beats == beats:
             overdue = time.monotonic() - due
             if self._stall_after is not None and not stalled and overdue >= self._stall_after:
@@ -141,7 +143,11 @@ class Watcher:
                 )
             if self._stop.wait(BLOCKED_POLL_SECONDS) or not self._alive():
                 return
-        blocked = self._heartbeat.last_late_lag
+        beat = self._heartbeat
+        # The late tick measured the block, unless the loop was held inside
+        # the tick itself, after it had measured its own (small) lag: then
+        # the longest wait seen here is the best measure there is.
+        blocked = beat.last_late_lag if beat.last_late_beat > beats else overdue
         logger.warning(
             "The shared loop was blocked for %.3f s (SLOW_CALLBACK_DURATION is %s s) by %s.",
             blocked,

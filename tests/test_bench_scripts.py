@@ -104,6 +104,27 @@ def test_bench_scaling_compares_the_app_with_the_hand_written_thread(tmp_path: P
     assert all(run["calls_per_s"] > 0 for run in report["figures"]["2"]["await_"])
 
 
+def test_bench_scaling_breaks_calls_down_with_greenlets_for_callers(tmp_path: Path) -> None:
+    """``--greenlets --breakdown``: the callers are greenlets of a patched
+    process, and each contender's call is timed in its three parts."""
+    figures = tmp_path / "scaling.json"
+    command = [sys.executable, str(ROOT / "bench" / "bench_scaling.py"), "--backend", "uvloop"]
+    command += ["--callers", "3", "--rounds", "1", "--seconds", "0.05", "--json", str(figures)]
+    command += ["--greenlets", "--breakdown"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "#### uvloop, callers are greenlets (gevent): where the time goes" in done.stdout
+    (report,) = json.loads(figures.read_text())
+    assert report["greenlets"] is True
+    for runs in report["figures"]["3"].values():
+        (run,) = runs
+        parts = [run[f"{part}_p50_ms"] for part in ("to_loop", "on_loop", "back")]
+        assert all(part > 0 for part in parts), run
+        assert run["on_loop_p50_ms"] <= run["p99_ms"]  # a part of the call, not more
+
+
 def test_bench_gevent_times_the_loop_against_the_hubs_own_sleep(tmp_path: Path) -> None:
     """A tiny run of ``bench_gevent.py`` against a real gunicorn gevent
     worker: both contenders timed, the stalls reported, JSON written."""

@@ -301,6 +301,30 @@ def test_a_loop_blocked_right_after_idling_counts_a_slow_callback(
         assert looptoken.status()["slow_callbacks"] >= 1
 
 
+def test_a_block_inside_the_probes_own_tick_is_timed_by_the_watcher(
+    looptoken_settings: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick measures its own lag first: when the loop is held later in
+    the tick (a thousand threads starving it of the GIL, say), the block is
+    what the watcher saw, not the tick's small lag."""
+    looptoken_settings(SLOW_CALLBACK_DURATION=0.1, DEBUG=False)
+    real_all_tasks = asyncio.all_tasks
+    held = threading.Event()
+
+    def all_tasks_held_once(loop: asyncio.AbstractEventLoop | None = None) -> set[Any]:
+        if not held.is_set():
+            held.set()
+            time.sleep(0.5)  # the tick asks after measuring its lag
+        return real_all_tasks(loop)
+
+    monkeypatch.setattr(asyncio, "all_tasks", all_tasks_held_once)
+    with caplog.at_level(logging.WARNING, logger="django_looptoken"), looptoken.start_loop():
+        wait_until(lambda: records(caplog, "was blocked for"), "the slow callback's log")
+    (record, *_) = records(caplog, "was blocked for")
+    blocked = float(record.getMessage().split("blocked for ")[1].split(" s")[0])
+    assert 0.3 < blocked < 5
+
+
 def test_a_quick_loop_counts_no_slow_callback(looptoken_settings: Any) -> None:
     # A generous threshold, so that this shared machine's hiccups do not count.
     looptoken_settings(SLOW_CALLBACK_DURATION=2.0, WATCHDOG_SECONDS=10.0)

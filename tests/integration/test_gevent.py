@@ -20,11 +20,16 @@ GEVENT = ("--worker-class", "gevent", "--worker-connections", "200")
 PRELOAD = ("--preload", "--config", "python:tests.integration.gevent_config")
 
 
-@pytest.fixture(scope="module", params=[(), PRELOAD], ids=["", "preload"])
+@pytest.fixture(
+    scope="module",
+    params=[((), {}), (PRELOAD, {}), ((), {"LOOPTOKEN_TEST_BACKEND": "asyncio"})],
+    ids=["", "preload", "asyncio-backend"],
+)
 def server(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
-    with checked_server(tmp_path_factory, (*GEVENT, *request.param)) as server:
+    options, env = request.param
+    with checked_server(tmp_path_factory, (*GEVENT, *options), **env) as server:
         yield server
 
 
@@ -70,3 +75,11 @@ def test_orm_calls_commit_with_the_requests_transaction(server: Server) -> None:
         created = client.get(f"orm/create/decorated/{name}/")  # atomic by its decorator
         assert created.json() == {"in_atomic_block": True, "seen": 1}
         assert client.get(f"orm/count/{name}/").json() == {"count": 1}
+
+
+def test_executor_work_runs_in_native_threads(server: Server) -> None:
+    # A thread the loop's thread started would be a greenlet on its hub,
+    # which never runs while the loop does: the view would never answer.
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        threads = client.get("in-executors/").json()
+    assert threads["loop"] not in threads["executors"]

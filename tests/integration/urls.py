@@ -23,4 +23,5 @@ urlpatterns = [
     path("orm/count/<str:name>/", views.count_items),
     path("orm/spawn/<int:tasks>/", views.spawn_orm),
     path("together/<int:count>/", views.together),
+    path("in-executors/", views.in_executors),
 ]

@@ -240,3 +240,12 @@ async def together(request: HttpRequest, count: int) -> JsonResponse:
     except TimeoutError:
         return JsonResponse({"together": False}, status=504)
     return JsonResponse({"together": True, "pid": os.getpid()})
+
+
+@looptoken.runs_async
+async def in_executors(request: HttpRequest) -> JsonResponse:
+    """Which OS threads run the loop's default executor's work and asgiref's
+    non-thread-sensitive work, and which runs the loop."""
+    in_default = await asyncio.get_running_loop().run_in_executor(None, threading.get_native_id)
+    in_asgiref = await sync_to_async(threading.get_native_id, thread_sensitive=False)()
+    return JsonResponse({"executors": [in_default, in_asgiref], "loop": threading.get_native_id()})
