@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import statistics
@@ -111,6 +112,40 @@ def contenders(loop: asyncio.AbstractEventLoop) -> list[Contender]:
 # on the loop, the children's run (their sleep included), the last child's
 # end to the caller running again.
 PARTS = ("to_loop", "on_loop", "back")
+
+
+# What keeps score.asyncio's loop running in the child (it is never stopped:
+# its stop path is broken, so a child that ran it leaves with os._exit).
+_score_tokens: list[object] = []
+
+
+def score_contenders(backend: str) -> list[Contender]:
+    """score.asyncio's ``await_`` and ``await_multiple`` (the ``bench`` extra),
+    or none where it is not installed."""
+    try:
+        import score.asyncio as sa  # type: ignore[import-untyped]
+    except ImportError:
+        return []
+    # Importing it installs uvloop's event loop policy: put the default back.
+    asyncio.set_event_loop_policy(None)
+    conf = sa.init({"backend": "uvloop" if backend == "uvloop" else "builtin"})
+    _score_tokens.append((conf, conf.start_loop()))
+
+    def delays(rng: random.Random, count: int) -> list[float]:
+        return [rng.uniform(0, 0.005) for _ in range(count)]
+
+    return [
+        Contender(
+            "score.asyncio await_",
+            lambda rng, marks: conf.await_(sleepy(delays(rng, 1)[0], marks)),
+        ),
+        Contender(
+            f"score.asyncio await_multiple x{MULTIPLE}",  # one after another, as it does
+            lambda rng, marks: conf.await_multiple(
+                [sleepy(s, marks) for s in delays(rng, MULTIPLE)]
+            ),
+        ),
+    ]
 
 
 def measure(
@@ -198,6 +233,8 @@ def run_child(
     else:
         threading.Thread(target=loop.run_forever, name="hand-written", daemon=True).start()
     every = contenders(loop)
+    if not greenlets:  # score.asyncio's loop would be a greenlet there
+        every += score_contenders(backend)
     figures: dict[str, dict[str, list[dict[str, float]]]] = {}
     shuffle = random.Random(2026)
     with looptoken.start_loop():
@@ -210,6 +247,9 @@ def run_child(
                     figures.setdefault(str(count), {}).setdefault(contender.key, []).append(result)
     report = {"backend": backend, "greenlets": greenlets, "figures": figures}
     json.dump(report, sys.stdout)
+    if _score_tokens:  # its loop thread never ends: leave without waiting for it
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def _keep_the_hub_busy() -> None:
@@ -296,7 +336,14 @@ def breakdown_table(report: dict[str, Any]) -> str:
 
 
 _TWINS = [("await_", "thread"), (f"await_multiple x{MULTIPLE}", f"thread gather x{MULTIPLE}")]
-ORDER = [key for pair in _TWINS for key in pair]
+ORDER = [
+    "await_",
+    "thread",
+    "score.asyncio await_",
+    f"await_multiple x{MULTIPLE}",
+    f"thread gather x{MULTIPLE}",
+    f"score.asyncio await_multiple x{MULTIPLE}",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
