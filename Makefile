@@ -78,7 +78,8 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/bench_await.py --json bench/results/bench_await.json
 	$(VENV)/bin/python bench/bench_status.py
 	$(VENV)/bin/python bench/bench_stream.py
-	$(VENV)/bin/python bench/bench_scaling.py --json bench/results/bench_scaling.json
+	$(VENV)/bin/python bench/bench_scaling.py --breakdown --json bench/results/bench_scaling.json
+	$(VENV)/bin/python bench/bench_scaling.py --greenlets --breakdown --json bench/results/bench_scaling_greenlets.json
 	$(VENV)/bin/python bench/bench_gevent.py --json bench/results/bench_gevent.json
 	$(VENV)/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json
 	$(VALGRIND)

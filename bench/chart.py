@@ -8,11 +8,14 @@ Run it from the repository root after the benchmarks wrote their JSON
     .venv/bin/python bench/chart.py
 
 It reads ``bench/results/bench_await.json`` and ``bench/results/bench_e2e.json``
-and writes ``docs/bench-await.png`` (µs per call by contender, 1 and 8
+(and ``bench_scaling.json``, with ``bench_scaling_greenlets.json`` where
+it exists) and writes ``docs/bench-await.png`` (µs per call by contender, 1 and 8
 callers, asyncio and uvloop, on a log scale since ``async_to_sync`` costs
 about ten times ``await_``) and ``docs/bench-e2e.png`` (end-to-end requests
-per second and p99 latency by contender, aiohttp and httpx clients). The
-titles name the run's machine, versions and date, from the JSON.
+per second and p99 latency by contender, aiohttp and httpx clients) and
+``docs/bench-scaling.png`` (p99 against callers, per backend and kind of
+caller). The titles name the run's machine, versions and date, from the
+JSON.
 """
 
 from __future__ import annotations
@@ -142,6 +145,49 @@ def e2e_chart(data: dict[str, Any], out: Path) -> None:
     )
 
 
+SCALING_STYLES = {  # contender: (color, line style); the app's own lines are solid
+    "await_": ("#4c72b0", "-"),
+    "thread": ("#4c72b0", ":"),
+    "score.asyncio await_": ("#4c72b0", "--"),
+    "await_multiple x10": ("#c44e52", "-"),
+    "thread gather x10": ("#c44e52", ":"),
+    "score.asyncio await_multiple x10": ("#c44e52", "--"),
+}
+
+
+def scaling_chart(reports: list[dict[str, Any]], out: Path) -> None:
+    """One panel per backend and kind of caller: p99 against callers, log-log."""
+    rows = 2 if len(reports) > 2 else 1  # threads above, greenlets below
+    columns = -(-len(reports) // rows)
+    fig = Figure(figsize=(6 * columns, 4.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False, sharey=True)
+    for ax, report in zip(axes.flat, reports, strict=True):
+        counts = sorted(report["figures"], key=int)
+        for key, (color, style) in SCALING_STYLES.items():
+            runs = [report["figures"][count].get(key) for count in counts]
+            if not all(runs):
+                continue  # score.asyncio only where it ran
+            p99 = [sorted(run["p99_ms"] for run in runs_)[len(runs_) // 2] for runs_ in runs]
+            ax.plot([int(c) for c in counts], p99, style, color=color, marker="o", label=key)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
+        ax.yaxis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
+        callers = "greenlets (gevent)" if report.get("greenlets") else "threads"
+        ax.set_title(f"{report['backend']}, callers are {callers}", fontsize=10)
+        ax.set_xlabel("callers at once (log scale)")
+        ax.grid(which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("p99 of a call, ms (log scale; lower is better)")
+    save(
+        fig,
+        "Many callers at once, each calling a 0-5 ms coroutine over and over: p99 by "
+        "contender (medians of interleaved rounds; bench_scaling.py)",
+        out,
+    )
+
+
 def save(fig: Figure, title: str, out: Path) -> None:
     """Title the figure, lay it out and write it as a PNG."""
     fig.suptitle(title, fontsize=10)
@@ -166,6 +212,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         draw(json.loads(path.read_text()), args.out / target)
         print(f"wrote {args.out / target}")
+    # Threads, then greenlets where bench_scaling.py --greenlets ran too.
+    scaling = [args.results / "bench_scaling.json", args.results / "bench_scaling_greenlets.json"]
+    if not scaling[0].exists():
+        print(
+            f"{scaling[0]} is missing: run bench_scaling.py --json {scaling[0]}", file=sys.stderr
+        )
+        return 1
+    reports = [
+        report for path in scaling if path.exists() for report in json.loads(path.read_text())
+    ]
+    scaling_chart(reports, args.out / "bench-scaling.png")
+    print(f"wrote {args.out / 'bench-scaling.png'}")
     return 0
 
 
