@@ -14,6 +14,7 @@ import concurrent.futures
 import contextvars
 import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
@@ -75,6 +76,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
     """Run ``coro`` on ``run``'s loop and block the calling thread for it."""
 
     __slots__ = (
+        "_began",
         "_caller_left",
         "_context",
         "_coro",
@@ -96,6 +98,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         self._coro = coro
         self._timeout = timeout
         self._context = contextvars.copy_context()
+        self._began = time.perf_counter()
         self._waker: Waker
         self._work: deque[WorkItem] = deque()
         self._caller_left = False
@@ -244,6 +247,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
             f"{TIMEOUT_GRACE_SECONDS} s after it was cancelled (it does not let "
             "CancelledError end it); it runs on, logged with its stack."
         )
+        self._run.await_seconds.observe(time.perf_counter() - self._began)
         self._done = True  # from now on submit() sends its sync work to the background
         self._waker.wake()
 
@@ -268,6 +272,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
                 )
         if self._error is not None:
             run.await_errors += 1
+        run.await_seconds.observe(time.perf_counter() - self._began)
         self._done = True  # the loop thread also runs submit(): no race with it
         self._waker.wake()
 

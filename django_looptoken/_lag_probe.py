@@ -14,6 +14,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from django_looptoken._histogram import Histogram
+
 WINDOW_SECONDS = 60.0
 NO_LAG: dict[str, float | None] = {"p50": None, "p99": None, "max": None}
 # The probe ticks often enough that any block longer than SLOW_CALLBACK_DURATION
@@ -52,6 +54,10 @@ class LagProbe:
         self.idle = False
         # Called (on the loop thread) when wake() brings the next tick forward.
         self.on_wake: Callable[[], None] | None = None
+        # Every tick's lag since the loop started (the minute above is recent).
+        self.lag_histogram = Histogram()
+        # CPU time the loop's thread had used at the latest tick.
+        self.cpu_seconds = 0.0
         self._samples: deque[tuple[float, float]] = deque(
             maxlen=math.ceil(WINDOW_SECONDS / interval) + 1
         )
@@ -89,6 +95,8 @@ class LagProbe:
         now = time.monotonic()
         lag = max(now - self.due, 0.0)  # timers may fire a hair early
         self._samples.append((now, lag))
+        self.lag_histogram.observe(lag)
+        self.cpu_seconds = time.thread_time()  # this is the loop's thread
         if lag > self.late_after:
             # Before beats moves: the watcher reads them after it.
             self.last_late_lag = lag

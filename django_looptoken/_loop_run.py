@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from django_looptoken import _greenlets, _waiting
+from django_looptoken._histogram import Histogram
 from django_looptoken.exceptions import LoopStoppedError
 
 logger = logging.getLogger("django_looptoken")
@@ -105,6 +106,8 @@ class LoopRun:
         self.await_calls = 0
         self.await_errors = 0
         self.await_timeouts = 0
+        # From an await_ (or await_multiple) call to its outcome, on the loop thread.
+        self.await_seconds = Histogram()
         self._on_closed = on_closed
         # Calls handed in from other threads, started by one loop callback.
         self._inbox: deque[tuple[Callable[[], object], contextvars.Context]] = deque()

@@ -13,7 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from django_looptoken._status_report import StatusReport
@@ -41,9 +46,28 @@ PER_LOOP = (
         "slow_callbacks",
         True,
     ),
+    (
+        "looptoken_loop_cpu_seconds",
+        "CPU time of the loop's thread: its rate is the loop's utilisation "
+        "(a blocking call that waits off the CPU shows in the lag instead).",
+        "loop_cpu_s",
+        True,
+    ),
 )
 
-LAG_QUANTILES = (("0.5", "p50"), ("0.99", "p99"), ("1", "max"))
+# name, help, the status key of a histogram.
+HISTOGRAMS = (
+    (
+        "looptoken_await_duration_seconds",
+        "How long await_ and await_multiple calls took, from the call to its outcome.",
+        "await_seconds",
+    ),
+    (
+        "looptoken_loop_lag_seconds",
+        "How late the loop ran its probe's timer, at every tick since the loop started.",
+        "lag_seconds",
+    ),
+)
 
 
 class _ReportCollector:
@@ -72,17 +96,18 @@ class _ReportCollector:
                 value = (status.get("state") == "running") if key is None else status.get(key)
                 family.add_metric(_labels(status), float(value or 0))
             yield family
-        lag = GaugeMetricFamily(
-            "looptoken_loop_lag_seconds",
-            "How late the loop ran a timer over the last minute: quantile 0.5, 0.99, and 1 (max).",
-            labels=[*LABELS, "quantile"],
-        )
-        for status in processes:
-            for quantile, key in LAG_QUANTILES:
-                milliseconds = (status.get("lag_ms") or {}).get(key)
-                if milliseconds is not None:
-                    lag.add_metric([*_labels(status), quantile], milliseconds / 1000)
-        yield lag
+        for name, help_text, key in HISTOGRAMS:
+            histogram = HistogramMetricFamily(name, help_text, labels=LABELS)
+            for status in processes:
+                figures = status.get(key)
+                if figures:  # a worker of an older version may not report it
+                    buckets = [(_bound(bound), count) for bound, count in figures["buckets"]]
+                    histogram.add_metric(_labels(status), buckets, figures["sum"])
+            yield histogram
+
+
+def _bound(bound: float | str) -> str:
+    return bound if isinstance(bound, str) else repr(float(bound))
 
 
 def _labels(status: dict[str, Any]) -> list[str]:

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from django_looptoken import _loop_run, _monitor, _process_role, _shutdown
 from django_looptoken._backends import resolve_loop_factory, uvloop_available
+from django_looptoken._histogram import Histogram
 from django_looptoken._lag_probe import NO_LAG
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import STOPPING, runtime
@@ -74,6 +75,9 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
             "tasks_past_timeout": 0,
             "lag_ms": dict(NO_LAG),
             "slow_callbacks": 0,
+            "await_seconds": Histogram().snapshot(),
+            "lag_seconds": Histogram().snapshot(),
+            "loop_cpu_s": 0.0,
         }
     monitor = _monitor.monitor_of(run)
     if run.stopping or (runtime().state is STOPPING and runtime().current_run is run):
@@ -93,6 +97,11 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
         "tasks_past_timeout": len(run.past_timeout),
         "lag_ms": monitor.probe.lag_ms() if monitor is not None else dict(NO_LAG),
         "slow_callbacks": monitor.watcher.slow_callbacks if monitor is not None else 0,
+        "await_seconds": run.await_seconds.snapshot(),
+        "lag_seconds": (
+            monitor.probe.lag_histogram if monitor is not None else Histogram()
+        ).snapshot(),
+        "loop_cpu_s": round(monitor.probe.cpu_seconds, 6) if monitor is not None else 0.0,
     }
 
 
@@ -104,8 +113,13 @@ def status() -> dict[str, Any]:
     ``uptime_s``, ``tokens``, ``tasks``, ``await_calls``, ``await_errors``,
     ``await_timeouts``, ``tasks_past_timeout`` (tasks still running after their
     call's timeout and cancellation), ``lag_ms`` (``p50``/``p99``/``max`` over the last
-    minute), ``slow_callbacks``, ``project``, ``python``, ``django``. Callable
-    from any thread; with no loop running the counts are zero.
+    minute), ``slow_callbacks``, ``await_seconds`` (how long ``await_`` and
+    ``await_multiple`` calls took) and ``lag_seconds`` (every lag since the
+    loop started) as histograms (``buckets``: ``[bound, cumulative count]``
+    pairs, then ``sum``, ``count``), ``loop_cpu_s`` (CPU seconds the loop's
+    thread had used at the probe's latest tick), ``project``, ``python``,
+    ``django``. Callable from any thread; with no loop running the counts
+    are zero.
     """
     return snapshot(runtime().current_run)
 

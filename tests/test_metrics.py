@@ -87,12 +87,16 @@ def test_the_token_reads_every_process_of_the_project(client: Client, worker: Wo
     for counter in ("looptoken_await_calls", "looptoken_await_errors", "looptoken_slow_callbacks"):
         (sample,) = [s for s in found[counter] if s.labels == labels]
         assert sample.name == f"{counter}_total"  # a counter, named as Prometheus expects
-    lag = {
-        s.labels["quantile"]
-        for s in found["looptoken_loop_lag_seconds"]
-        if s.labels["pid"] == str(worker.pid)
-    }
-    assert lag <= {"0.5", "0.99", "1"}
+    (cpu,) = [s for s in found["looptoken_loop_cpu_seconds"] if s.labels == labels]
+    assert cpu.name == "looptoken_loop_cpu_seconds_total"
+    for histogram in ("looptoken_await_duration_seconds", "looptoken_loop_lag_seconds"):
+        mine = [s for s in found[histogram] if s.labels.get("pid") == str(worker.pid)]
+        bounds = [s.labels["le"] for s in mine if s.name == f"{histogram}_bucket"]
+        assert bounds[0] == "0.001"
+        assert bounds[-1] == "+Inf"
+        assert {s.name for s in mine} == {
+            f"{histogram}_{part}" for part in ("bucket", "sum", "count")
+        }
 
 
 @pytest.mark.django_db

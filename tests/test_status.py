@@ -42,6 +42,9 @@ FIELDS = {
     "tasks_past_timeout",
     "lag_ms",
     "slow_callbacks",
+    "await_seconds",
+    "lag_seconds",
+    "loop_cpu_s",
     "project",
     "python",
     "django",
@@ -67,6 +70,7 @@ def test_without_a_loop_it_says_stopped_with_zero_counts() -> None:
     assert snapshot["backend"] is None
     assert snapshot["tokens"] == snapshot["tasks"] == snapshot["await_calls"] == 0
     assert snapshot["lag_ms"] == {"p50": None, "p99": None, "max": None}
+    assert snapshot["await_seconds"]["count"] == snapshot["lag_seconds"]["count"] == 0
     assert json.loads(json.dumps(snapshot)) == snapshot
 
 

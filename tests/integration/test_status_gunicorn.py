@@ -213,8 +213,9 @@ def test_sigkill_leaves_stale_sockets_that_the_next_listing_removes(
 
 
 def _scrape(server: StatusServer) -> dict[str, dict[int, float]]:
-    """One scrape of the metrics URL: each family's value per pid (the
-    quantile-less samples), parsed by prometheus_client."""
+    """One scrape of the metrics URL, parsed by prometheus_client: each
+    value per pid, by family name and by sample name (a histogram's
+    ``_sum`` and ``_count``; its buckets are left out)."""
     response = httpx.get(
         server.server.url + "looptoken/metrics",
         headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
@@ -224,8 +225,12 @@ def _scrape(server: StatusServer) -> dict[str, dict[int, float]]:
     values: dict[str, dict[int, float]] = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
-            if "quantile" not in sample.labels:
-                values.setdefault(family.name, {})[int(sample.labels["pid"])] = sample.value
+            if "le" in sample.labels:
+                continue
+            pid = int(sample.labels["pid"])
+            values.setdefault(sample.name, {})[pid] = sample.value
+            if sample.name in (family.name, f"{family.name}_total"):
+                values.setdefault(family.name, {})[pid] = sample.value
     return values
 
 
@@ -244,4 +249,7 @@ def test_a_scrape_of_either_worker_reports_both_and_counters_grow(
     calls = "looptoken_await_calls"
     assert all(after[calls][pid] >= before[calls][pid] for pid in workers)
     assert sum(after[calls].values()) - sum(before[calls].values()) >= 6
+    # The six calls (each sleeps on the loop) are in the await_ histogram too.
+    timed = "looptoken_await_duration_seconds_count"
+    assert sum(after[timed].values()) - sum(before[timed].values()) >= 6
     assert stop(server.server) == 0
