@@ -109,12 +109,25 @@ class LagProbe:
 
     def lag_ms(self) -> dict[str, float | None]:
         """p50, p99 and max of the lag over the last minute, in milliseconds."""
-        cutoff = time.monotonic() - WINDOW_SECONDS
-        lags = sorted(lag for at, lag in self._samples.copy() if at >= cutoff)
+        lags = self._lags_since(time.monotonic() - WINDOW_SECONDS)
         if not lags:
             return dict(NO_LAG)
+        return {
+            "p50": _rank(lags, 0.5),
+            "p99": _rank(lags, 0.99),
+            "max": round(lags[-1] * 1000, 3),
+        }
 
-        def rank(fraction: float) -> float:
-            return round(lags[max(math.ceil(fraction * len(lags)) - 1, 0)] * 1000, 3)
+    def lag_p99_ms(self, since: float) -> float | None:
+        """p99 of the lag of the ticks since ``since`` (``time.monotonic()``), in ms."""
+        lags = self._lags_since(since)
+        return _rank(lags, 0.99) if lags else None
 
-        return {"p50": rank(0.5), "p99": rank(0.99), "max": round(lags[-1] * 1000, 3)}
+    def _lags_since(self, cutoff: float) -> list[float]:
+        # A copy first: other threads read while the loop thread appends.
+        return sorted(lag for at, lag in self._samples.copy() if at >= cutoff)
+
+
+def _rank(lags: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile of sorted ``lags`` (nearest rank), in ms."""
+    return round(lags[max(math.ceil(fraction * len(lags)) - 1, 0)] * 1000, 3)

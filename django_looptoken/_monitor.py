@@ -24,6 +24,7 @@ from typing import Any
 
 from asgiref.sync import AsyncToSync
 
+from django_looptoken._history import History
 from django_looptoken._lag_probe import LagProbe, probe_interval
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._status_socket import StatusDirError, StatusServer, status_dir
@@ -58,6 +59,7 @@ class Monitor:
             recent_burst=run.recent_burst,
         )
         self.probe.on_wake = self.watcher.look_again
+        self.history = History(run, self.probe)
         self.server = StatusServer(run.loop, snapshot, status_dir(conf.STATUS_DIR), project)
         # A task factory the loop already had (a BACKEND factory may set one):
         # new tasks still go through it, the monitor only looks at them first.
@@ -71,6 +73,7 @@ class Monitor:
         self._task_factory = loop.get_task_factory()  # type: ignore[assignment]
         loop.set_task_factory(self._new_task)
         self.probe.start()
+        self.history.start()
         self.watcher.start()
         try:
             self.server.serve(self.server.bind())
@@ -98,6 +101,7 @@ class Monitor:
         """Stop everything; called on the loop thread in the shutdown sequence."""
         self.watcher.stop()
         self.probe.stop()
+        self.history.stop()
         if self.run.loop.get_task_factory() == self._new_task:
             self.run.loop.set_task_factory(self._task_factory)
         await self.server.close()

@@ -78,6 +78,7 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
             "await_seconds": Histogram().snapshot(),
             "lag_seconds": Histogram().snapshot(),
             "loop_cpu_s": 0.0,
+            "history": [],
         }
     monitor = _monitor.monitor_of(run)
     if run.stopping or (runtime().state is STOPPING and runtime().current_run is run):
@@ -102,6 +103,7 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
             monitor.probe.lag_histogram if monitor is not None else Histogram()
         ).snapshot(),
         "loop_cpu_s": round(monitor.probe.cpu_seconds, 6) if monitor is not None else 0.0,
+        "history": monitor.history.points() if monitor is not None else [],
     }
 
 
@@ -117,9 +119,10 @@ def status() -> dict[str, Any]:
     ``await_multiple`` calls took) and ``lag_seconds`` (every lag since the
     loop started) as histograms (``buckets``: ``[bound, cumulative count]``
     pairs, then ``sum``, ``count``), ``loop_cpu_s`` (CPU seconds the loop's
-    thread had used at the probe's latest tick), ``project``, ``python``,
-    ``django``. Callable from any thread; with no loop running the counts
-    are zero.
+    thread had used at the probe's latest tick), ``history`` (a point per
+    ten seconds over the last ten minutes: ``at``, ``lag_p99_ms``,
+    ``awaits_per_s``, ``tasks``), ``project``, ``python``, ``django``.
+    Callable from any thread; with no loop running the counts are zero.
     """
     return snapshot(runtime().current_run)
 

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 
+from django_looptoken._sparkline import HEIGHT, WIDTH, sparklines
 from django_looptoken._status import would_start
 from django_looptoken._status_report import StatusReport
 from django_looptoken.conf import looptoken_settings
@@ -113,6 +114,11 @@ def status_page(request: HttpRequest) -> HttpResponse:
         "listing": report.listing,
         "refresh": REFRESH_SECONDS,
         "would_start": would_start() if report.empty else None,
+        "charts": [
+            (status.get("pid"), sparklines(status.get("history") or []))
+            for status in report.processes
+        ],
+        "chart_size": (WIDTH, HEIGHT),
     }
     return render(request, "django_looptoken/status.html", context)
 

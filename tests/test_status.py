@@ -45,6 +45,7 @@ FIELDS = {
     "await_seconds",
     "lag_seconds",
     "loop_cpu_s",
+    "history",
     "project",
     "python",
     "django",
@@ -71,6 +72,7 @@ def test_without_a_loop_it_says_stopped_with_zero_counts() -> None:
     assert snapshot["tokens"] == snapshot["tasks"] == snapshot["await_calls"] == 0
     assert snapshot["lag_ms"] == {"p50": None, "p99": None, "max": None}
     assert snapshot["await_seconds"]["count"] == snapshot["lag_seconds"]["count"] == 0
+    assert snapshot["history"] == []
     assert json.loads(json.dumps(snapshot)) == snapshot
 
 

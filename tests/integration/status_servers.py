@@ -70,6 +70,7 @@ def settings_env(status_dir: Path, database: Path | None = None) -> dict[str, st
         "DJANGO_SETTINGS_MODULE": SETTINGS,
         "LOOPTOKEN_TEST_STATUS_DIR": str(status_dir),
         "LOOPTOKEN_TEST_METRICS_TOKEN": METRICS_TOKEN,
+        "LOOPTOKEN_TEST_HISTORY_STEP": "0.5",
     }
     if database is not None:
         env["LOOPTOKEN_TEST_DB"] = str(database)

@@ -2,7 +2,9 @@
 
 The server settings, with the status sockets (and, when given, the database)
 in the test's own ``tmp_path``, and what a default project has for the
-status page: templates, and the admin with its login page.
+status page: templates, and the admin with its login page. The loops record
+a history point every ``$LOOPTOKEN_TEST_HISTORY_STEP`` seconds instead of
+ten, so the page's charts fill within a test.
 """
 
 import os
@@ -37,3 +39,8 @@ if "LOOPTOKEN_TEST_DB" in os.environ:
             "NAME": os.environ["LOOPTOKEN_TEST_DB"],
         }
     }
+
+if "LOOPTOKEN_TEST_HISTORY_STEP" in os.environ:
+    from django_looptoken import _history
+
+    _history.STEP_SECONDS = float(os.environ["LOOPTOKEN_TEST_HISTORY_STEP"])

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,11 @@ def django_admin(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def _drawn(driver: Any, by: Any) -> int:
+    """How many charts the page shows drawn (a polyline each)."""
+    return len(driver.find_elements(by.CSS_SELECTOR, "#charts polyline"))
+
+
 def test_anonymous_then_not_staff_then_staff_in_headless_chromium(
     status_gunicorn: Callable[..., StatusServer], tmp_path: Path
 ) -> None:
@@ -101,7 +107,7 @@ def test_anonymous_then_not_staff_then_staff_in_headless_chromium(
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1280,400",
+        "--window-size=1280,760",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
         options.add_argument(argument)
@@ -159,6 +165,14 @@ def test_anonymous_then_not_staff_then_staff_in_headless_chromium(
             assert tokens == len(processes) + 2 * sum(per_worker.values()) + 1
             state = rows[0].find_elements(By.TAG_NAME, "td")[header.index("STATE")]
             assert state.value_of_css_property("color") == "rgba(23, 111, 44, 1)"  # green
+            # Each process's three charts, once two points of each are in
+            # (a point every 0.5 s here; the page reloads to show them).
+            WebDriverWait(driver, DEADLINE_S).until(
+                lambda d: d.get(page) or _drawn(d, By) == 3 * len(processes)
+            )
+            figures = driver.find_elements(By.CSS_SELECTOR, "#charts figure")
+            assert {int(f.get_attribute("data-pid")) for f in figures} == processes
+            rows = driver.find_elements(By.CSS_SELECTOR, "#processes tbody tr")
             shot = tmp_path / "status-page.png"
             assert driver.save_screenshot(str(shot))
         # The page reloads itself (meta refresh): the old table goes stale.
