@@ -3,6 +3,7 @@ a status directory of the test's own, and a leak check."""
 
 from __future__ import annotations
 
+import resource
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,13 @@ import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
 
 BACKENDS = ["asyncio", "uvloop"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No core files: a hung child is ended with SIGABRT for its stacks
+    (``tests.support.processes.dump_stacks_and_kill``); its children inherit this."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

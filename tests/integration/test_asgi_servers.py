@@ -12,7 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import NOISE, Launcher, Server, free_port, stop, wait_until
+from tests.support.processes import (
+    NOISE,
+    Launcher,
+    Server,
+    free_port,
+    stop,
+    wait_for_server_exit,
+    wait_until,
+)
 from tests.testapp import events
 
 EVENTS = "tests.integration.requests_settings"  # with LOOPTOKEN_TEST_EVENTS
@@ -83,7 +91,7 @@ def test_uvicorn_workers_drain_protected_work_on_a_stop(
         # A terminal's Ctrl-C: SIGINT to the foreground process group, the
         # master and every worker at once.
         os.killpg(server.process.pid, signal.SIGINT)
-        assert server.process.wait(30) == 0
+        assert wait_for_server_exit(server, 30) == 0
     else:
         stop(server, signal.SIGTERM, timeout=30)
     assert sorted(path.name for path in markers.glob("done-*")) == [f"done-{n}" for n in names]

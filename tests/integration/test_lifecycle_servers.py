@@ -19,6 +19,7 @@ from tests.support.processes import (
     assert_quiet,
     free_port,
     stop,
+    wait_for_server_exit,
     wait_until,
     wait_until_serving,
 )
@@ -130,7 +131,7 @@ def test_runserver_runs_the_loop_only_in_the_serving_child_and_reloads_cleanly(
 
     # Ctrl-C: the whole group, as the terminal sends it.
     os.killpg(server.process.pid, signal.SIGINT)
-    server.process.wait(30)
+    wait_for_server_exit(server, 30)
     wait_until(lambda: f"Shared loop stopped (pid {second['pid']})" in server.stderr(), "exit")
     with pytest.raises(ProcessLookupError):
         os.killpg(server.process.pid, 0)  # nothing of the group is left

@@ -12,7 +12,13 @@ import httpx
 import pytest
 
 from django_looptoken._reloader import CHILD_GRACE_SECONDS
-from tests.support.processes import Launcher, Server, assert_quiet, free_port
+from tests.support.processes import (
+    Launcher,
+    Server,
+    assert_quiet,
+    free_port,
+    wait_for_server_exit,
+)
 
 LIFECYCLE = "tests.integration.lifecycle_settings"
 
@@ -52,7 +58,7 @@ def test_the_serving_child_drains_protected_work_before_runserver_exits(
         os.killpg(server.process.pid, signal.SIGINT)
     else:
         server.process.send_signal(signal.SIGTERM)
-    server.process.wait(30)
+    wait_for_server_exit(server, 30)
     assert (markers / "done-r").read_text() == str(answer["pid"])
     assert gone(server.process.pid), "a process of runserver's group outlived it"
     assert f"Shared loop stopped (pid {answer['pid']})" in server.stderr()
@@ -66,7 +72,7 @@ def test_a_child_that_cannot_exit_is_killed_once_its_drain_is_long_over(
     child = httpx.get(server.url + "lifecycle/hang-the-exit/", timeout=10).json()["pid"]
     began = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    server.process.wait(30)
+    wait_for_server_exit(server, 30)
     # SHUTDOWN_TIMEOUT (1 s) plus the parent's grace (5 s): not for ever.
     assert time.monotonic() - began < 1 + CHILD_GRACE_SECONDS + 5
     assert gone(server.process.pid)

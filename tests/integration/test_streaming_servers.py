@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.test_gunicorn_requests import tokens_settle_at
-from tests.support.processes import Launcher, Server, free_port
+from tests.support.processes import Launcher, Server, free_port, wait_for_server_exit
 
 SETTINGS = "tests.integration.streaming_settings"
 SERVERS = ["gunicorn-gthread", "waitress", "runserver"]
@@ -174,7 +174,7 @@ def test_a_1_gb_stream_keeps_a_gthread_workers_rss_flat(launcher: Launcher) -> N
 
 
 def test_a_stream_open_at_shutdown_is_closed_by_the_loops_shutdown(launcher: Launcher) -> None:
-    # waitress stops on SIGTERM at once; the exit hook's drain then waits
+    # waitress gives its threads 5 s on SIGTERM; the exit hook's drain then waits
     # SHUTDOWN_TIMEOUT (5 s here) for the stream's tokens and closes it.
     server = _start(launcher, "waitress")
     with (
@@ -186,7 +186,8 @@ def test_a_stream_open_at_shutdown_is_closed_by_the_loops_shutdown(launcher: Lau
         server.process.send_signal(signal.SIGTERM)
         with pytest.raises(httpx.RemoteProtocolError):
             list(lines)  # cut, not ended: the client can tell
-    assert server.process.wait(60) == 0  # the launcher kills it, should it hang
-    stderr = server.stderr()
-    assert "The async stream of GET /stream/ticks/" in stderr
-    assert "LoopStoppedError: The shared loop was shut down while this call waited." in stderr
+    assert wait_for_server_exit(server) == 0
+    # The request's token and the stream's: waited for, then the loop stopped
+    # under them. (Whether waitress's daemon thread still logs its call's
+    # LoopStoppedError before the interpreter ends is a race, not asserted.)
+    assert "Shutdown drain timed out with 2 token(s) held" in server.stderr()

@@ -32,6 +32,7 @@ from tests.support.processes import (
     Server,
     assert_quiet,
     stop_process,
+    wait_for_exit,
     wait_until,
 )
 from tests.support.services import redis_server, upstream
@@ -115,7 +116,7 @@ def test_celery_prefork_children_drain_protected_work_on_sigterm(
     names = ["a", "b", "c", "d"]
     _send(celery_app, names)
     wait_until(lambda: all((markers / f"started-{n}").exists() for n in names), "4 tasks")
-    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert stop_process(worker.process, stderr_path=worker.stderr_path) == 0
     assert all((markers / f"done-{n}").exists() for n in names)  # 4 of 4 finished
     children = {int((markers / f"started-{n}").read_text()) for n in names}
     assert worker.process.pid not in children
@@ -130,7 +131,7 @@ def test_celery_control_shutdown_drains_the_children(
     _send(celery_app, ["a", "b"], seconds=3.0)  # outlasts the worker's own stopping
     wait_until(lambda: (markers / "started-b").exists(), "the tasks to start")
     celery_app.control.shutdown()  # type: ignore[attr-defined]
-    assert worker.process.wait(60) == 0
+    assert wait_for_exit(worker.process, DEADLINE_S, worker.stderr_path) == 0
     assert all((markers / f"done-{n}").exists() for n in "ab")
     children = {int((markers / f"started-{n}").read_text()) for n in "ab"}
     assert children <= _children_that_drained(worker)
@@ -150,7 +151,7 @@ def test_a_recycled_celery_child_drains_before_it_is_replaced(
     first, second = (int((markers / f"started-{n}").read_text()) for n in "ab")
     assert first != second
     assert first in _children_that_drained(worker)
-    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert stop_process(worker.process, stderr_path=worker.stderr_path) == 0
     assert_quiet(worker.stderr())
 
 
@@ -169,7 +170,7 @@ def test_async_celery_tasks_share_one_pooled_client(
         for _ in range(3)
     ]
     assert len(set(peers)) == 1, peers  # one connection for the three tasks
-    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert stop_process(worker.process, stderr_path=worker.stderr_path) == 0
     assert_quiet(worker.stderr())
 
 
@@ -183,7 +184,7 @@ def test_a_celery_gevent_pool_runs_async_tasks_on_one_shared_loop(
     # One after another: tasks at once would each need a connection.
     peers = [send("fetch_peer", (upstream_url,)).get(timeout=30) for _ in range(3)]
     assert len(set(peers)) == 1, peers  # one pooled connection for the three tasks
-    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert stop_process(worker.process, stderr_path=worker.stderr_path) == 0
     assert_quiet(worker.stderr())
 
 
@@ -194,7 +195,7 @@ def test_a_celery_gevent_pool_drains_protected_work_on_sigterm(
     names = ["a", "b", "c", "d"]
     _send(celery_app, names)
     wait_until(lambda: all((markers / f"started-{n}").exists() for n in names), "4 tasks")
-    assert stop_process(worker.process, signal.SIGTERM) == 0
+    assert stop_process(worker.process, stderr_path=worker.stderr_path) == 0
     assert all((markers / f"done-{n}").exists() for n in names)  # 4 of 4 finished
     assert "Process exiting: draining the shared loop" in worker.stderr()
     assert_quiet(worker.stderr())
@@ -214,11 +215,7 @@ def _run_rq_burst(
         *("--url", broker, "--worker-class", worker_class),
     ]
     process = _start_worker(command, stderr_path, broker, markers)
-    try:
-        code = process.wait(DEADLINE_S)
-    finally:
-        if process.poll() is None:
-            stop_process(process, signal.SIGKILL)
+    code = wait_for_exit(process, DEADLINE_S, stderr_path)
     return code, stderr_path.read_text()
 
 

@@ -69,19 +69,70 @@ def wait_until(
         time.sleep(interval_s)
 
 
-def stop_process(
-    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = DEADLINE_S
+def descendants(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, their children and so on (Linux's ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            child = int(stat.parent.name)
+            children.setdefault(parent_of(child), []).append(child)
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _ended(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")  # a zombie has ended: its parent has not reaped it yet
+
+
+def dump_stacks_and_kill(process: subprocess.Popen[bytes]) -> None:
+    """End a hung process and everything it forked with SIGABRT, one at a time
+    (they may share a stderr), so that each writes every thread's Python stack
+    there (``faulthandler``, which ``PYTHONDEVMODE`` turns on) for the failure
+    to show; SIGKILL if that does not end it."""
+    for pid in [*reversed(descendants(process.pid)), process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGABRT)
+            deadline = time.monotonic() + 5
+            while not _ended(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)  # bounded: another process's end has no event here
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
+    process.wait(10)
+
+
+def wait_for_exit(
+    process: subprocess.Popen[bytes], timeout: float = DEADLINE_S, stderr_path: Path | None = None
 ) -> int:
-    """Send ``sig`` to the process by its pid and wait; a process that hangs is
-    killed and the hang reported as a failure. Returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(sig)
+    """Wait for the process to exit and return its code; one that hangs fails
+    the test with its threads' stacks (and ``stderr_path``'s text, if given)."""
     try:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout)
-        raise AssertionError(f"pid {process.pid} did not exit within {timeout} s") from None
+        dump_stacks_and_kill(process)
+        said = "" if stderr_path is None else f", its stderr:\n{stderr_path.read_text()[-30_000:]}"
+        raise AssertionError(f"pid {process.pid} did not exit within {timeout} s{said}") from None
+
+
+def stop_process(
+    process: subprocess.Popen[bytes],
+    sig: int = signal.SIGTERM,
+    timeout: float = DEADLINE_S,
+    stderr_path: Path | None = None,
+) -> int:
+    """Send ``sig`` to the process by its pid and wait; a process that hangs
+    fails the test as in ``wait_for_exit``. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    return wait_for_exit(process, timeout, stderr_path)
 
 
 @dataclass
@@ -113,8 +164,13 @@ def wait_until_serving(server: Server, deadline_s: float = DEADLINE_S) -> None:
 
 
 def stop(server: Server, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-    """Signal the server by its pid and wait for it; SIGKILL if it hangs."""
-    return stop_process(server.process, sig, timeout)
+    """Signal the server by its pid and wait for it; a hang fails with its stacks."""
+    return stop_process(server.process, sig, timeout, server.stderr_path)
+
+
+def wait_for_server_exit(server: Server, timeout: float = DEADLINE_S) -> int:
+    """``wait_for_exit`` for a server: its exit code; a hang fails with its stacks."""
+    return wait_for_exit(server.process, timeout, server.stderr_path)
 
 
 class Launcher:
