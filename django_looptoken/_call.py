@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
-from django_looptoken import _greenlets, _waiting
+from django_looptoken import _greenlets, _tasks, _waiting
 from django_looptoken._handback import (
     WorkItem,
     background_executor,
@@ -28,6 +28,7 @@ from django_looptoken._handback import (
     return_to_caller,
 )
 from django_looptoken._loop_run import LoopRun
+from django_looptoken._tasks import Site
 from django_looptoken.exceptions import LoopStoppedError
 
 _T = TypeVar("_T")
@@ -57,12 +58,12 @@ logger = logging.getLogger("django_looptoken")
 Waker = _waiting.LockWaker | _waiting.DescriptorWaker | _greenlets.GreenletWaker
 
 
-def pick_waker(*, alone: bool) -> Waker:
+def pick_waker(*, alone: bool, greenlet: bool) -> Waker:
     """How the loop thread will wake a caller: alone, the caller gets the GIL
     with the wake-up (its thread's descriptor waker); among other callers, the
     loop thread keeps it and serves them on (a lock). Under gevent, the
-    caller's hub wakes it and runs other greenlets meanwhile."""
-    if _greenlets.monkey_patched() == "gevent":
+    caller's hub wakes it and runs other greenlets meanwhile (``greenlet``)."""
+    if greenlet:
         return _greenlets.GreenletWaker()
     if alone:
         try:
@@ -84,6 +85,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         "_error",
         "_result",
         "_run",
+        "_site",
         "_started",
         "_task",
         "_timed_out",
@@ -93,10 +95,17 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         "_work",
     )
 
-    def __init__(self, run: LoopRun, coro: Coroutine[Any, Any, _T], timeout: float | None) -> None:
+    def __init__(
+        self,
+        run: LoopRun,
+        coro: Coroutine[Any, Any, _T],
+        timeout: float | None,
+        site: Site | None = None,
+    ) -> None:
         self._run = run
         self._coro = coro
         self._timeout = timeout
+        self._site = site  # the caller's line, for the task listing
         self._context = contextvars.copy_context()
         self._began = time.perf_counter()
         self._waker: Waker
@@ -117,7 +126,7 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         run = self._run
         state = caller_state()
         # Before start_soon(): from then on, the loop's end may wake this call.
-        self._waker = pick_waker(alone=not run.pending)
+        self._waker = pick_waker(alone=not run.pending, greenlet=run.greenlet_callers)
         try:
             run.start_soon(self, self._start, self._context, self._coro, "call")
             self._serve_until_done()
@@ -200,10 +209,12 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         enter_loop_thread(self, self._context)
         drive = self._drive()
         drive.send(None)  # to its first await: see _drive
+        _tasks.site_of_next = self._site  # for the monitor's task factory
         if TASKS_TAKE_A_CONTEXT:
             self._task = run.loop.create_task(drive, context=self._context)
         else:  # pragma: no cover - Python 3.10
             self._task = run.loop.create_task(drive)
+        _tasks.site_of_next = None  # taken, unless no factory of ours ran
         if self._timeout is not None:
             self._timer = run.loop.call_later(self._timeout, self._expire)
 

@@ -14,6 +14,7 @@ that do not use it.
 from __future__ import annotations
 
 import _thread
+import importlib
 import selectors
 import sys
 import threading
@@ -38,34 +39,39 @@ def may_patch_later() -> bool:
     return "gevent" in sys.modules or "eventlet" in sys.modules
 
 
-def _native(module: str, name: str) -> Any:
-    # gevent keeps what it replaced; unpatched, the module's own attribute.
+def _original(module: str, name: str) -> Any:
+    # What gevent replaced, as it saved it; unpatched, the module's own
+    # attribute. Taken once, at import: a patch made later does not change
+    # what was taken before it.
     gevent_monkey = sys.modules.get("gevent.monkey")
     if gevent_monkey is not None:
         return gevent_monkey.get_original(module, name)
-    return getattr(sys.modules[module], name)
+    return getattr(importlib.import_module(module), name)
+
+
+_start_new_thread = _original("_thread", "start_new_thread")
+_allocate_lock = _original("_thread", "allocate_lock")
+_default_selector: type[selectors.BaseSelector] = _original("selectors", "DefaultSelector")
+
+# The calling OS thread's identifier (as ``sys._current_frames()`` keys it),
+# not its greenlet's: the function itself, since await_ asks it on every call.
+native_thread_id: Callable[[], int] = _original("_thread", "get_ident")
 
 
 def native_selector_class() -> type[selectors.BaseSelector]:
     """``selectors.DefaultSelector`` as it was before any patching."""
-    return _native("selectors", "DefaultSelector")  # type: ignore[no-any-return]
+    return _default_selector
 
 
 def start_native_thread(target: Callable[[], object]) -> None:
     """Run ``target`` in a new OS thread, even where threads are greenlets."""
-    _native("_thread", "start_new_thread")(target, ())
-
-
-def native_thread_id() -> int:
-    """The calling OS thread's identifier (as ``sys._current_frames()`` keys
-    it), not its greenlet's."""
-    return _native("_thread", "get_ident")()  # type: ignore[no-any-return]
+    _start_new_thread(target, ())
 
 
 def native_lock() -> _thread.LockType:
     """A lock of the OS, which blocks the whole thread: for critical sections
     of a few instructions shared with native threads."""
-    return _native("_thread", "allocate_lock")()  # type: ignore[no-any-return]
+    return _allocate_lock()  # type: ignore[no-any-return]
 
 
 def start_thread(target: Callable[[], object], name: str) -> None:

@@ -89,6 +89,9 @@ class LoopRun:
         self.started_at = time.monotonic()
         self.thread: threading.Thread | None = None
         self.thread_id: int | None = None
+        # The process's threads are gevent's greenlets: its callers wait on
+        # their hub. Decided once, at the start (gevent patches before that).
+        self.greenlet_callers = False
         # Callers blocked in await_ and spawns not started yet: aborted if the
         # loop ends under them, so nobody waits on a loop that is gone.
         self.pending: set[Abortable] = set()
@@ -126,7 +129,8 @@ class LoopRun:
         A failure to start is raised here, in the caller, not lost in the thread.
         """
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if _greenlets.monkey_patched() == "gevent":
+        self.greenlet_callers = _greenlets.monkey_patched() == "gevent"
+        if self.greenlet_callers:
             # A greenlet would never yield to the hub: a native thread, which
             # has no threading.Thread (self.thread stays None).
             _greenlets.start_native_thread(lambda: self._main(ready))

@@ -7,8 +7,9 @@ shutdown sequence (its last closing step). The monitor owns:
 * the lag probe (``_lag_probe``);
 * the watcher thread (``_watchdog``), which counts slow callbacks and
   logs stalls by following the probe's heartbeat;
-* the status socket (``_status_socket``), served by the loop itself, which
-  answers with the snapshot it is given;
+* the status socket (``_status_server``), served by a thread of its own, so
+  a blocked loop still answers: its status, its pending tasks
+  (``_tasks``), and a task's cancellation;
 * an exception handler that logs what asyncio reports (such as task
   exceptions nobody retrieved) on the ``django_looptoken`` logger.
 """
@@ -18,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from asgiref.sync import AsyncToSync
 
+from django_looptoken import _process_role, _tasks
 from django_looptoken._history import History
 from django_looptoken._lag_probe import LagProbe, probe_interval
 from django_looptoken._loop_run import LoopRun
-from django_looptoken._status_socket import StatusDirError, StatusServer, status_dir
+from django_looptoken._status_server import StatusServer
+from django_looptoken._status_socket import StatusDirError, status_dir
 from django_looptoken._watchdog import Watcher
 from django_looptoken.conf import looptoken_settings
 
@@ -60,7 +64,16 @@ class Monitor:
         )
         self.probe.on_wake = self.watcher.look_again
         self.history = History(run, self.probe)
-        self.server = StatusServer(run.loop, snapshot, status_dir(conf.STATUS_DIR), project)
+        handlers = {
+            "status": lambda request: snapshot(),
+            "tasks": lambda request: {
+                **_tasks.listing(run, self.blocked_for(), conf.SHUTDOWN_TIMEOUT),
+                "role": _process_role.role(),
+                "project": project,
+            },
+            "cancel": self._cancel,
+        }
+        self.server = StatusServer(handlers, status_dir(conf.STATUS_DIR), project)
         # A task factory the loop already had (a BACKEND factory may set one):
         # new tasks still go through it, the monitor only looks at them first.
         self._task_factory: Callable[..., asyncio.Task[Any]] | None = None
@@ -94,8 +107,37 @@ class Monitor:
         ):
             self.run.await_calls += 1  # a caller blocked in async_to_sync, as in await_
         if self._task_factory is not None:
-            return self._task_factory(loop, coro, **kwargs)
-        return asyncio.Task(coro, loop=loop, **kwargs)
+            task = self._task_factory(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        _tasks.note(task)
+        return task
+
+    def blocked_for(self) -> float:
+        """How long the loop has been held past its probe's tick (seconds; 0
+        while it runs, or while the wait is under ``SLOW_CALLBACK_DURATION``)."""
+        if self.run.finished:
+            return 0.0
+        overdue = time.monotonic() - self.probe.due
+        return overdue if overdue > self.probe.late_after else 0.0
+
+    def _cancel(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Cancel the pending task numbered ``request["task"]`` (its ``id`` in the listing)."""
+        number = request.get("task")
+        if type(number) is not int:
+            return {"error": 'cancel takes the task\'s id: {"op": "cancel", "task": 12}'}
+        task = _tasks.find(self.run, number)
+        if task is None:
+            return {"error": f"no pending task {number} in process {os.getpid()}"}
+        self.run.loop.call_soon_threadsafe(task.cancel)
+        return {
+            "pid": os.getpid(),
+            "task": number,
+            "coroutine": _tasks.describe(task, self.run, time.monotonic(), 0.0, False)[
+                "coroutine"
+            ],
+            "blocked_s": round(self.blocked_for(), 3),
+        }
 
     async def close(self) -> None:
         """Stop everything; called on the loop thread in the shutdown sequence."""
@@ -104,7 +146,7 @@ class Monitor:
         self.history.stop()
         if self.run.loop.get_task_factory() == self._new_task:
             self.run.loop.set_task_factory(self._task_factory)
-        await self.server.close()
+        self.server.close()
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -74,6 +74,7 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
             "await_timeouts": 0,
             "tasks_past_timeout": 0,
             "lag_ms": dict(NO_LAG),
+            "blocked_s": 0.0,
             "slow_callbacks": 0,
             "await_seconds": Histogram().snapshot(),
             "lag_seconds": Histogram().snapshot(),
@@ -97,6 +98,7 @@ def snapshot(run: LoopRun | None) -> dict[str, Any]:
         "await_timeouts": run.await_timeouts,
         "tasks_past_timeout": len(run.past_timeout),
         "lag_ms": monitor.probe.lag_ms() if monitor is not None else dict(NO_LAG),
+        "blocked_s": round(monitor.blocked_for(), 3) if monitor is not None else 0.0,
         "slow_callbacks": monitor.watcher.slow_callbacks if monitor is not None else 0,
         "await_seconds": run.await_seconds.snapshot(),
         "lag_seconds": (
@@ -113,9 +115,11 @@ def status() -> dict[str, Any]:
     Keys: ``pid``, ``role`` (``master``: forked the server's workers;
     ``worker``), ``backend``, ``state`` (``running``/``stopping``/``stopped``),
     ``uptime_s``, ``tokens``, ``tasks``, ``await_calls``, ``await_errors``,
-    ``await_timeouts``, ``tasks_past_timeout`` (tasks still running after their
-    call's timeout and cancellation), ``lag_ms`` (``p50``/``p99``/``max`` over the last
-    minute), ``slow_callbacks``, ``await_seconds`` (how long ``await_`` and
+    ``await_timeouts``, ``tasks_past_timeout`` (tasks still running after
+    their call's timeout and cancellation), ``lag_ms`` (``p50``/``p99``/``max``
+    over the last minute), ``blocked_s`` (how long the loop has been held in
+    one callback, when longer than ``SLOW_CALLBACK_DURATION``; else 0),
+    ``slow_callbacks``, ``await_seconds`` (how long ``await_`` and
     ``await_multiple`` calls took) and ``lag_seconds`` (every lag since the
     loop started) as histograms (``buckets``: ``[bound, cumulative count]``
     pairs, then ``sum``, ``count``), ``loop_cpu_s`` (CPU seconds the loop's

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from django_looptoken._status import project
-from django_looptoken._status_socket import Listing, collect, project_tag, status_dir
+from django_looptoken._status_socket import (
+    STATUS_REQUEST,
+    Listing,
+    collect,
+    project_tag,
+    status_dir,
+)
 from django_looptoken.conf import looptoken_settings
 
 COLUMNS = (
@@ -31,10 +37,14 @@ COLUMNS = (
 )
 
 
+# What a task listing asks each process (its answer: ``_tasks.listing()``).
+TASKS_REQUEST: dict[str, Any] = {"op": "tasks"}
+
+
 class Row(NamedTuple):
     """One line of the table: the process's state and its cells."""
 
-    state: str  # running, stopping, stopped, or "no answer"
+    state: str  # running, blocked, stopping, stopped, or "no answer"
     cells: list[str]
 
 
@@ -50,8 +60,17 @@ class StatusReport:
     others: int
 
     @classmethod
-    def gather(cls, *, all_projects: bool = False, exclude_pid: int | None = None) -> StatusReport:
-        """Ask the processes in ``LOOPTOKEN["STATUS_DIR"]``, all within one time limit.
+    def gather(
+        cls,
+        *,
+        all_projects: bool = False,
+        exclude_pid: int | None = None,
+        only_pid: int | None = None,
+        request: dict[str, Any] = STATUS_REQUEST,
+    ) -> StatusReport:
+        """Ask the processes in ``LOOPTOKEN["STATUS_DIR"]`` for their status
+        (or what ``request`` asks, such as ``TASKS_REQUEST``), all within one
+        time limit; with ``only_pid``, that process alone.
 
         Without ``all_projects``, only the sockets of this project are asked:
         a silent process of another project is not even seen.
@@ -60,7 +79,9 @@ class StatusReport:
         listing = collect(
             status_dir(looptoken_settings.STATUS_DIR),
             exclude_pid=exclude_pid,
+            only_pid=only_pid,
             tag=None if all_projects else project_tag(this_project),
+            request=request,
         )
         processes = listing.processes
         if not all_projects:  # the tag is a hash: the name has the last word
@@ -80,7 +101,7 @@ class StatusReport:
     def rows(self) -> list[Row]:
         """The table: the processes that answered, then the silent ones."""
         keep = len(self.columns())
-        rows = [Row(str(p.get("state", "?")), table_row(p)[:keep]) for p in self.processes]
+        rows = [Row(_state(p), table_row(p)[:keep]) for p in self.processes]
         rows += [Row("no answer", silent_row(pid, why)[:keep]) for pid, why in self.listing.silent]
         return rows
 
@@ -102,12 +123,13 @@ def table_row(status: dict[str, Any]) -> list[str]:
     lags = "/".join(
         "-" if lag.get(key) is None else f"{lag[key]:.1f}" for key in ("p50", "p99", "max")
     )
+    blocked = status.get("blocked_s") or 0
     return [
         str(status.get("pid", "?")),
         str(status.get("role") or "-"),
-        str(status.get("state", "?")),
+        f"blocked {blocked:.1f}s" if blocked else str(status.get("state", "?")),
         str(status.get("backend") or "-"),
-        _duration(status.get("uptime_s")),
+        duration(status.get("uptime_s")),
         str(status.get("tokens", "?")),
         str(status.get("tasks", "?")),
         str(status.get("await_calls", "?")),
@@ -117,6 +139,11 @@ def table_row(status: dict[str, Any]) -> list[str]:
         str(status.get("slow_callbacks", "?")),
         str(status.get("project") or "-"),
     ]
+
+
+def _state(status: dict[str, Any]) -> str:
+    """``running``, ``stopping``, ``stopped``, or ``blocked`` (a running loop held now)."""
+    return "blocked" if status.get("blocked_s") else str(status.get("state", "?"))
 
 
 def _timeouts(status: dict[str, Any]) -> str:
@@ -131,7 +158,8 @@ def silent_row(pid: int, why: str) -> list[str]:
     return [str(pid), "-", "no answer", why, *["-"] * (len(COLUMNS) - 4)]
 
 
-def _duration(seconds: object) -> str:
+def duration(seconds: object) -> str:
+    """Seconds as ``4.2s``, ``3m07s``, ``5h02m`` or ``2d03h``."""
     if not isinstance(seconds, (int, float)):
         return "-"
     whole = int(seconds)

@@ -1,17 +1,16 @@
-"""Status sockets: one Unix socket per process with a running loop, and the client.
+"""Status sockets: where each process serves its status, and the client.
 
 Wire protocol (JSON lines, never pickle): the client connects to
-``<STATUS_DIR>/<pid>.<project tag>.sock`` and sends one line, ``{"op": "status"}``; the
-server answers one line, the process's ``status()`` as a JSON object, or
-``{"error": "..."}`` for anything else, and closes the connection. A request
-line may be at most ``REQUEST_LIMIT`` bytes and must arrive within
-``REQUEST_SECONDS``; at most ``MAX_CONNECTIONS`` are served at once.
-
-The server runs on the shared loop itself (a plain ``asyncio.Protocol``: no
-task per connection, nothing for the shutdown sequence to cancel). The
-directory must be a real directory owned by this user with mode ``0700``,
-the socket is ``0600`` and appears under its final name only once it
-listens, so a client never mistakes a starting server for a stale one.
+``<STATUS_DIR>/<pid>.<project tag>.sock`` and sends one line, a JSON object
+with an ``op``: ``{"op": "status"}`` (the process's ``status()``),
+``{"op": "tasks"}`` (its loop's pending tasks) or ``{"op": "cancel", "task":
+id}``; the server answers one line, a JSON object, ``{"error": "..."}`` for
+anything it cannot answer, and closes the connection. The server
+(``_status_server``) runs in a thread of its own, so a blocked loop still
+answers. The directory must be a real directory owned by this user with
+mode ``0700``, the socket is ``0600`` and appears under its final name only
+once it listens, so a client never mistakes a starting server for a stale
+one.
 
 The project tag (``project_tag()``) is a short hash of the process's
 settings module: the client tells the sockets of other projects sharing the
@@ -26,7 +25,6 @@ processes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import grp
@@ -41,29 +39,22 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any
 
 logger = logging.getLogger("django_looptoken")
 
-REQUEST_LIMIT = 4096
-REQUEST_SECONDS = 2.0
-MAX_CONNECTIONS = 32
-BACKLOG = 64
-# The client's bound on one answer (a status line is well under 1 KiB).
-ANSWER_LIMIT = 64 * 1024
+# The client's bound on one answer (a status line is a few KiB; a task
+# listing is bounded by the number of tasks it shows).
+ANSWER_LIMIT = 4 * 1024 * 1024
 # How long the client waits for every answer, all asked together.
 CLIENT_SECONDS = 2.0
 # While a socket's backlog is full, its connect is tried again this often.
 RETRY_CONNECT_SECONDS = 0.02
-_REQUEST = b'{"op": "status"}\n'
+STATUS_REQUEST: dict[str, Any] = {"op": "status"}
 
 # <pid>.<tag>.sock; a name without a tag is a socket of an older version.
 _NAME = re.compile(r"^(\d+)(?:\.([0-9a-f]{12}))?\.sock(\.new)?$")
-
-Answer = Callable[[], dict[str, Any]]
-_T = TypeVar("_T")
 
 
 class StatusDirError(Exception):
@@ -214,190 +205,6 @@ def socket_path(directory: str, pid: int, project: str | None) -> str:
     return os.path.join(directory, f"{pid}.{project_tag(project)}.sock")
 
 
-# -- the server, on the shared loop ------------------------------------------------
-
-
-class StatusServer:
-    """The status socket of one life of the shared loop."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        answer: Answer,
-        directory: str,
-        project: str | None,
-    ) -> None:
-        self.loop = loop
-        self.answer = answer
-        self.path = socket_path(directory, os.getpid(), project)
-        self.connections: set[_Connection] = set()
-        self._directory = directory
-        self._server: asyncio.AbstractServer | None = None
-        self._inode: tuple[int, int] | None = None
-
-    def bind(self) -> socket.socket:
-        """Make the directory and a listening 0600 socket under the final name.
-
-        Bound under a temporary name, made 0600 and listening before the
-        rename, so the final name never shows a socket that refuses
-        connections (which a client would take for a stale one).
-        """
-        make_dir(self._directory)
-        temporary = self.path + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)  # our pid's: left by a process that died here before
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(temporary)
-            os.chmod(temporary, 0o600)
-            sock.listen(BACKLOG)
-            os.rename(temporary, self.path)  # replaces a stale socket of a dead same pid
-            info = os.stat(self.path)
-            self._inode = (info.st_dev, info.st_ino)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        return sock
-
-    def serve(self, sock: socket.socket) -> None:
-        """Serve connections on ``sock`` (from ``bind()``) until ``close()``.
-
-        Runs on the loop thread and starts at once, without a task: a fresh
-        loop shows no task of ours (see ``_complete``).
-        """
-        try:
-            server = _complete(
-                self.loop.create_unix_server(
-                    lambda: _Connection(self), sock=sock, start_serving=False
-                )
-            )
-            if server is None:
-                raise RuntimeError("the event loop did not create the server at once")
-            self._server = server
-            _complete(server.start_serving())
-            if not server.is_serving():
-                raise RuntimeError("the event loop did not start serving at once")
-        except BaseException:
-            sock.close()
-            self._unlink()
-            raise
-
-    async def close(self) -> None:
-        """Stop listening, drop live connections, remove the socket file."""
-        self._unlink()
-        server, self._server = self._server, None
-        for connection in list(self.connections):
-            connection.abort()
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-
-    def _unlink(self) -> None:
-        # Only our own socket: a later process with our pid may have replaced it.
-        try:
-            info = os.stat(self.path)
-            if (info.st_dev, info.st_ino) == self._inode:
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("Could not remove the status socket %s: %s", self.path, exc)
-        self._inode = None
-
-
-def _complete(coro: Coroutine[Any, Any, _T]) -> _T | None:
-    """Run ``coro`` now, on the loop thread, to its end or its first suspension.
-
-    For server calls that wait for nothing: asyncio's ``Server.start_serving()``
-    listens at once and then gives the loop a courtesy turn (``await
-    sleep(0)``), which is dropped here. None if it suspended; callers check
-    that what they asked for happened.
-    """
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return cast(_T, done.value)
-    coro.close()
-    return None
-
-
-class _Connection(asyncio.Protocol):
-    """One client: one request line in, one JSON line out, then close."""
-
-    def __init__(self, server: StatusServer) -> None:
-        self._server = server
-        self._buffer = bytearray()
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._answered = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports have the Transport methods without subclassing it.
-        self._transport = cast(asyncio.Transport, transport)
-        if len(self._server.connections) >= MAX_CONNECTIONS:
-            self._transport.abort()  # too many at once: the client sees the connection close
-            return
-        self._server.connections.add(self)
-        self._timer = self._server.loop.call_later(REQUEST_SECONDS, self.abort)
-
-    def data_received(self, data: bytes) -> None:
-        if self._answered:
-            return
-        self._buffer += data
-        end = self._buffer.find(b"\n")
-        if end >= 0:
-            self._reply(self._respond(bytes(self._buffer[:end])))
-        elif len(self._buffer) > REQUEST_LIMIT:
-            self._reply({"error": f"request longer than {REQUEST_LIMIT} bytes"})
-
-    def eof_received(self) -> bool:
-        # A client may half-close after its line, with or without the newline.
-        if not self._answered:
-            self._reply(self._respond(bytes(self._buffer)) if self._buffer else _EMPTY)
-        return True  # keep the transport: _reply() closes it once written
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def abort(self) -> None:
-        """Drop the connection now (timeout, or the server closes)."""
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _respond(self, line: bytes) -> dict[str, Any]:
-        try:
-            request = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            return {"error": "the request is not UTF-8"}
-        except (ValueError, RecursionError):
-            return {"error": 'the request is not JSON; send {"op": "status"}'}
-        if not isinstance(request, dict) or request.get("op") != "status":
-            return {"error": 'unknown request; send {"op": "status"}'}
-        try:
-            return self._server.answer()
-        except Exception:
-            logger.exception("Building the status for the status socket failed.")
-            return {"error": "internal error, see the server's log"}
-
-    def _reply(self, message: dict[str, Any]) -> None:
-        self._answered = True
-        self._buffer.clear()
-        assert self._transport is not None
-        if self._transport.is_closing():
-            return
-        self._transport.pause_reading()
-        self._transport.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-        self._transport.close()  # after the write is flushed; the timer bounds that
-
-
-_EMPTY = {"error": 'empty request; send {"op": "status"}'}
-
-
 # -- the client ----------------------------------------------------------------------
 
 
@@ -421,10 +228,13 @@ def collect(
     directory: str,
     *,
     exclude_pid: int | None = None,
+    only_pid: int | None = None,
     tag: str | None = None,
     timeout: float | None = None,
+    request: dict[str, Any] = STATUS_REQUEST,
 ) -> Listing:
-    """Ask the status sockets in ``directory`` for their status, all at once.
+    """Ask the status sockets in ``directory`` for their status (or what
+    ``request`` asks), all at once; with ``only_pid``, only that process's.
 
     With ``tag`` (``project_tag()``), only the sockets of that project are
     asked; the others are counted in ``others``. Every answer is awaited
@@ -461,7 +271,7 @@ def collect(
         if not stat.S_ISSOCK(info.st_mode):
             listing.notes.append(f"Ignored {path}: not a socket.")
             continue
-        if pid == exclude_pid:
+        if pid == exclude_pid or only_pid not in (None, pid):
             continue
         if not _alive(pid):
             _remove_stale(path, info, f"process {pid} is gone", listing)
@@ -471,7 +281,7 @@ def collect(
             listing.others += 1
         else:
             targets.append((pid, path, info))
-    answers = ask_all([path for _, path, _ in targets], timeout)
+    answers = ask_all([path for _, path, _ in targets], timeout, request)
     for (pid, path, info), (status, problem) in zip(targets, answers, strict=True):
         if status is not None:
             listing.processes.append(status)
@@ -483,14 +293,22 @@ def collect(
     return listing
 
 
-def ask(path: str, timeout: float | None = None) -> dict[str, Any]:
-    """One status request to the socket at ``path``; raises OSError or ValueError."""
+def request_line(request: dict[str, Any]) -> bytes:
+    """``request`` as the line the server reads."""
+    return json.dumps(request, separators=(",", ":")).encode() + b"\n"
+
+
+def ask(
+    path: str, timeout: float | None = None, request: dict[str, Any] = STATUS_REQUEST
+) -> dict[str, Any]:
+    """One request (a status, by default) to the socket at ``path``; the answer.
+    Raises OSError, or ValueError for an answer that is not one or an error."""
     timeout = CLIENT_SECONDS if timeout is None else timeout
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(_REQUEST)
+        sock.sendall(request_line(request))
         answer = bytearray()
         while b"\n" not in answer:
             remaining = deadline - time.monotonic()
@@ -519,12 +337,12 @@ Outcome = tuple[dict[str, Any] | None, str]
 
 
 class _Query:
-    """One status request of ``ask_all()``, on a non-blocking socket."""
+    """One request of ``ask_all()``, on a non-blocking socket."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, line: bytes) -> None:
         self.path = path
         self.sock: socket.socket | None = None
-        self.unsent = _REQUEST
+        self.unsent = line
         self.answer = bytearray()
         self.outcome: Outcome | None = None
 
@@ -584,8 +402,11 @@ class _Query:
             self.sock.close()
 
 
-def ask_all(paths: list[str], timeout: float | None = None) -> list[Outcome]:
-    """Ask every socket in ``paths`` at once; (status, "") or (None, why) each.
+def ask_all(
+    paths: list[str], timeout: float | None = None, request: dict[str, Any] = STATUS_REQUEST
+) -> list[Outcome]:
+    """Ask every socket in ``paths`` at once (for its status, by default);
+    (answer, "") or (None, why) each.
 
     All of them get the same ``timeout`` (default ``CLIENT_SECONDS``) from
     now: N silent processes cost one time limit, not N. ``why`` is ``"gone"``
@@ -593,7 +414,8 @@ def ask_all(paths: list[str], timeout: float | None = None) -> list[Outcome]:
     """
     timeout = CLIENT_SECONDS if timeout is None else timeout
     deadline = time.monotonic() + timeout
-    queries = [_Query(path) for path in paths]
+    line = request_line(request)
+    queries = [_Query(path, line) for path in paths]
     waiting_to_connect: list[_Query] = []
     with selectors.DefaultSelector() as selector:
         try:
@@ -621,10 +443,8 @@ def ask_all(paths: list[str], timeout: float | None = None) -> list[Outcome]:
         finally:
             for query in queries:
                 query.close()
-    return [
-        query.outcome or (None, f"no answer within {timeout:g} s (is its loop blocked?)")
-        for query in queries
-    ]
+    silent = f"no answer within {timeout:g} s (is the process stopped or hung?)"
+    return [query.outcome or (None, silent) for query in queries]
 
 
 def _watch(selector: selectors.BaseSelector, query: _Query) -> None:

@@ -23,6 +23,7 @@ from django.http.response import HttpResponseBase
 from django_looptoken._async_views import follow_shared_loop, restore_routing
 from django_looptoken._open_responses import previous_of_this_thread, served
 from django_looptoken._streaming_response import is_async_stream, stream_chunk_by_chunk
+from django_looptoken._tasks import request_label
 from django_looptoken.conf import looptoken_settings
 from django_looptoken.tokens import start_loop
 
@@ -62,6 +63,8 @@ class LoopTokenMiddleware:
             # request_started: point async_to_sync at it here too. Never
             # under ASGI, where async_to_sync belongs to the server's loop.
             follow_shared_loop()
+        # Tasks made while the view runs are listed with the request's path.
+        label = request_label.set(f"{request.method} {request.path}")
         try:
             response = self.get_response(request)
         except BaseException:
@@ -69,6 +72,8 @@ class LoopTokenMiddleware:
             if wsgi:
                 restore_routing()
             raise
+        finally:
+            request_label.reset(label)
         if wsgi and response.streaming and is_async_stream(response):
             stream_chunk_by_chunk(response, request)  # type: ignore[arg-type]
         # Django calls each of these from response.close(), which the WSGI

@@ -1,5 +1,6 @@
 """``path("looptoken/", include("django_looptoken.urls"))``: the staff-only status
-page, and Prometheus metrics at ``metrics`` (bearer token or staff)."""
+page, each process's tasks at ``tasks/<pid>/``, and Prometheus metrics at
+``metrics`` (bearer token or staff)."""
 
 from django.urls import path
 
@@ -9,5 +10,6 @@ app_name = "django_looptoken"
 
 urlpatterns = [
     path("", views.status_page, name="status"),
+    path("tasks/<int:pid>/", views.tasks_page, name="tasks"),
     path("metrics", views.metrics, name="metrics"),
 ]

@@ -20,7 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_deny
 
 from django_looptoken._sparkline import HEIGHT, WIDTH, sparklines
 from django_looptoken._status import would_start
-from django_looptoken._status_report import StatusReport
+from django_looptoken._status_report import TASKS_REQUEST, StatusReport, duration
 from django_looptoken.conf import looptoken_settings
 
 REFRESH_SECONDS = 5
@@ -121,6 +121,33 @@ def status_page(request: HttpRequest) -> HttpResponse:
         "chart_size": (WIDTH, HEIGHT),
     }
     return render(request, "django_looptoken/status.html", context)
+
+
+@xframe_options_deny
+@never_cache
+@staff_only
+def tasks_page(request: HttpRequest, pid: int) -> HttpResponse:
+    """The pending tasks of one process of this project, oldest first, with
+    what each waits on (``?format=json`` for JSON). Read-only: cancelling a
+    task is for ``manage.py loopstatus --cancel``."""
+    report = StatusReport.gather(only_pid=pid, request=TASKS_REQUEST)
+    if wants_json(request):
+        status = 200 if report.processes else 404
+        return JsonResponse(report.as_json(), status=status)
+    answer = report.processes[0] if report.processes else None
+    context = {
+        "pid": pid,
+        "answer": answer,
+        "tasks": [
+            {**task, "age": duration(task.get("age_s"))}
+            for task in (answer.get("tasks") or [] if answer else [])
+        ],
+        "silent": report.listing.silent,
+        "project": report.project,
+        "listing": report.listing,
+        "refresh": REFRESH_SECONDS,
+    }
+    return render(request, "django_looptoken/tasks.html", context, status=200 if answer else 404)
 
 
 METRICS_NEED_CREDENTIALS = (

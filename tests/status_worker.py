@@ -12,8 +12,10 @@ keep every socket in its own ``tmp_path``.
 answer; ``socket_of()`` says where a process's socket is.
 
 ``serve`` starts the loop, prints ``ready <pid>`` and then obeys stdin:
-``hold N`` starts N tasks that wait (answers ``held``), ``release`` lets them
-finish (answers ``released``); end of input shuts the loop down and exits.
+``hold N`` starts N tasks that wait (answers ``held``), ``nest`` one whose
+wait is two coroutines deep (``nested``), ``release`` lets them finish
+(``released``); ``block`` holds the loop in ``time.sleep`` calls (``blocked``)
+until ``unblock`` (``unblocked``); end of input shuts the loop down and exits.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +66,19 @@ def serve() -> None:
     async def wait(gate: asyncio.Event) -> None:
         await gate.wait()
 
+    async def middle(gate: asyncio.Event) -> None:
+        await gate.wait()  # two coroutines deep
+
+    async def outer(gate: asyncio.Event) -> None:
+        await middle(gate)
+
+    blocking, unblock = threading.Event(), threading.Event()
+
+    async def hold_the_loop() -> None:
+        blocking.set()
+        while not unblock.is_set():
+            time.sleep(0.01)  # noqa: ASYNC251 - blocks the loop, as the listing must still see
+
     with looptoken.start_loop():
         print(f"ready {os.getpid()}", flush=True)
         for line in sys.stdin:
@@ -72,6 +88,17 @@ def serve() -> None:
                     for _ in range(int(count)):
                         looptoken.spawn(wait(gate))
                     print("held", flush=True)
+                case ["nest"]:
+                    gate = gate or looptoken.await_(make_gate())
+                    looptoken.spawn(outer(gate))
+                    print("nested", flush=True)
+                case ["block"]:
+                    looptoken.spawn(hold_the_loop())
+                    blocking.wait(DEADLINE_S)
+                    print("blocked", flush=True)
+                case ["unblock"]:
+                    unblock.set()
+                    print("unblocked", flush=True)
                 case ["release"]:
                     assert gate is not None
                     looptoken.get_loop().call_soon_threadsafe(gate.set)
@@ -155,7 +182,7 @@ def silent_processes(status_dir: Path | str, count: int, project: str) -> Iterat
 
     Each is a real process (``sleep``) with a socket under its pid that
     accepts connections (the kernel's backlog) and never answers: what a
-    process whose loop is blocked looks like to the client. Yields the pids;
+    stopped or hung process looks like to the client. Yields the pids;
     the processes are killed by pid and the sockets removed afterwards.
     """
     Path(status_dir).mkdir(mode=0o700, exist_ok=True)

@@ -46,14 +46,14 @@ def context_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
 def _wake_every_caller_with(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if kind == "lock":
-        monkeypatch.setattr(_call, "pick_waker", lambda *, alone: _waiting.LockWaker())
+        monkeypatch.setattr(_call, "pick_waker", lambda *, alone, greenlet: _waiting.LockWaker())
         return
     if kind == "pipe":
         monkeypatch.setattr(_waiting, "USE_EVENTFD", False)
     else:
         assert _waiting.USE_EVENTFD, "this platform should have os.eventfd"
     monkeypatch.setattr(_waiting, "_local", threading.local())  # new wakers of that kind
-    monkeypatch.setattr(_call, "pick_waker", lambda *, alone: _waiting.thread_waker())
+    monkeypatch.setattr(_call, "pick_waker", lambda *, alone, greenlet: _waiting.thread_waker())
 
 
 @pytest.fixture(params=["lock", "eventfd", "pipe"])
@@ -349,8 +349,8 @@ def test_a_caller_alone_gets_its_threads_descriptor_waker_others_a_lock(
     picked: list[str] = []
     real_pick = _call.pick_waker
 
-    def recording_pick(*, alone: bool) -> _waiting.LockWaker | _waiting.DescriptorWaker:
-        waker = real_pick(alone=alone)
+    def recording_pick(*, alone: bool, greenlet: bool) -> _call.Waker:
+        waker = real_pick(alone=alone, greenlet=greenlet)
         picked.append(type(waker).__name__)
         return waker
 
@@ -385,7 +385,7 @@ def test_a_caller_alone_without_descriptors_to_spare_is_woken_by_a_lock(
 
     monkeypatch.setattr(_waiting, "_local", threading.local())
     monkeypatch.setattr(_waiting, "DescriptorWaker", no_descriptors_left)
-    assert isinstance(_call.pick_waker(alone=True), _waiting.LockWaker)
+    assert isinstance(_call.pick_waker(alone=True, greenlet=False), _waiting.LockWaker)
     assert looptoken.await_(_answer(3)) == 3
 
 

@@ -41,6 +41,7 @@ FIELDS = {
     "await_timeouts",
     "tasks_past_timeout",
     "lag_ms",
+    "blocked_s",
     "slow_callbacks",
     "await_seconds",
     "lag_seconds",

@@ -146,10 +146,11 @@ def test_staff_see_every_process_in_a_self_refreshing_table(staff: Client, worke
     header = re.findall(r"<th>([^<]*)</th>", html)
     assert header[:4] == ["PID", "ROLE", "STATE", "BACKEND"]
     rows = [
-        re.findall(r"<td>([^<]*)</td>", row)
+        re.findall(r"<td>(?:<a [^>]*>)?([^<]*)(?:</a>)?</td>", row)
         for row in re.findall(r'<tr class="running">(.*?)</tr>', html)
     ]
     by_pid = {int(cells[0]): cells for cells in rows}
+    assert f'<a href="tasks/{worker.pid}/" title="its pending tasks">' in html
     # The worker, and this process: the request's middleware started its loop.
     assert set(by_pid) == {worker.pid, os.getpid()}
     assert by_pid[worker.pid][1:4] == ["worker", "running", "uvloop.Loop"]
@@ -206,7 +207,7 @@ def test_silent_processes_cost_the_page_one_time_limit_in_all(
     html = response.content.decode()
     silent = re.findall(r'<tr class="silent"><td>(\d+)</td>.*?</tr>', html)
     assert sorted(map(int, silent)) == sorted(pids)
-    assert html.count(f"no answer within {limit:g} s (is its loop blocked?)") == SILENT
+    assert html.count(f"no answer within {limit:g} s (is the process stopped or hung?)") == SILENT
     # Each was given the whole limit, and all of them the same one.
     assert limit <= elapsed < limit + 1.0
 
@@ -222,3 +223,41 @@ def test_the_page_shows_no_process_of_another_project(staff: Client, page_settin
     for pid in theirs:
         assert str(pid) not in html
     assert [silent["pid"] for silent in data["silent"]] == [ours]
+
+
+def test_staff_see_a_processs_tasks_escaped_on_a_page_of_their_own(
+    staff: Client, worker: Worker
+) -> None:
+    worker.tell("nest", "nested")
+    response = staff.get(f"{URL}tasks/{worker.pid}/")
+    assert response.status_code == 200
+    assert_own_headers(response)
+    html = response.content.decode()
+    assert f"Pending tasks of process {worker.pid} (worker)" in html
+    # Coroutine names hold "<locals>": shown, never taken for markup.
+    assert "<code>serve.&lt;locals&gt;.outer</code>" in html
+    assert "<locals>" not in html
+    assert "<li>serve.&lt;locals&gt;.middle (" in html
+    assert "<li>awaits a Future</li>" in html
+    assert "<form" not in html  # read-only: cancelling is for loopstatus
+    assert "<script" not in html
+    listed = staff.get(f"{URL}tasks/{worker.pid}/?format=json").json()
+    (answer,) = listed["processes"]
+    assert [task["coroutine"] for task in answer["tasks"]] == ["serve.<locals>.outer"]
+    worker.tell("release", "released")
+
+
+def test_the_tasks_page_of_a_pid_that_is_not_a_process_of_the_project(
+    staff: Client, worker: Worker
+) -> None:
+    response = staff.get(f"{URL}tasks/{os.getppid()}/")
+    assert response.status_code == 404
+    assert f"Process {os.getppid()} is not a live process of this project" in (
+        response.content.decode()
+    )
+    assert staff.get(f"{URL}tasks/{os.getppid()}/?format=json").status_code == 404
+
+
+def test_the_tasks_page_is_for_staff_only(client: Client, worker: Worker) -> None:
+    assert client.get(f"{URL}tasks/{worker.pid}/").status_code == 403
+    assert client.get(f"{URL}tasks/{worker.pid}/?format=json").status_code == 403

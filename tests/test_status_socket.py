@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import django_looptoken as looptoken
-from django_looptoken import _status_socket
+from django_looptoken import _status_server, _status_socket
 from django_looptoken._status_socket import ask, collect
-from tests.status_worker import socket_of
+from tests.status_worker import silent_processes, socket_of
 from tests.support.processes import DEADLINE_S, wait_until
 from tests.test_fork import in_child
 
@@ -186,14 +186,14 @@ def test_an_empty_half_closed_connection_gets_an_error_line(served: Path) -> Non
 
 
 def test_a_long_line_is_cut_off_after_the_limit(served: Path) -> None:
-    limit = _status_socket.REQUEST_LIMIT
+    limit = _status_server.REQUEST_LIMIT
     assert "longer than" in error_of(exchange(served, b"x" * (limit + 1)))
 
 
 def test_a_silent_client_is_dropped_after_the_request_time(
     served: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_status_socket, "REQUEST_SECONDS", 0.2)
+    monkeypatch.setattr(_status_server, "REQUEST_SECONDS", 0.2)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(DEADLINE_S)
         sock.connect(str(served))
@@ -206,7 +206,7 @@ def test_hostile_barrage_then_status_and_await_still_work(
     served: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rng = random.Random(5)
-    limit = _status_socket.REQUEST_LIMIT
+    limit = _status_server.REQUEST_LIMIT
 
     def connect() -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -224,9 +224,9 @@ def test_hostile_barrage_then_status_and_await_still_work(
 
     with caplog.at_level(logging.WARNING):
         # Many connections at once, all silent: more than the server serves at a time.
-        crowd = [connect() for _ in range(_status_socket.MAX_CONNECTIONS + 16)]
+        crowd = [connect() for _ in range(_status_server.MAX_CONNECTIONS + 16)]
         try:
-            wait_until(lambda: _connections() == _status_socket.MAX_CONNECTIONS, "a full house")
+            wait_until(lambda: _connections() == _status_server.MAX_CONNECTIONS, "a full house")
             # The loop still does other work meanwhile.
             assert looptoken.await_(asyncio.sleep(0, "busy?"), timeout=DEADLINE_S) == "busy?"
         finally:
@@ -377,10 +377,7 @@ def test_collect_refuses_sockets_of_other_users_without_connecting(
     assert f"Refused {foreign}: owned by uid {FOREIGN_UID}" in note
 
 
-def test_collect_reports_a_process_whose_loop_is_blocked(
-    served: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_status_socket, "CLIENT_SECONDS", 0.3)
+def test_a_process_whose_loop_is_blocked_still_answers_and_says_so(served: Path) -> None:
     blocking, release = threading.Event(), threading.Event()
 
     async def block() -> None:
@@ -389,17 +386,30 @@ def test_collect_reports_a_process_whose_loop_is_blocked(
 
     blocked = looptoken.spawn(block())
     try:
-        assert blocking.wait(DEADLINE_S)  # else the loop may answer before it blocks
-        listing = collect(str(served.parent))
+        assert blocking.wait(DEADLINE_S)
+        # The socket's thread answers however long the loop is held, and the
+        # answer says it once the hold passes SLOW_CALLBACK_DURATION.
+        wait_until(lambda: ask(str(served))["blocked_s"] > 0, "the answer to say it")
+        (status,) = collect(str(served.parent)).processes
     finally:
         release.set()
     blocked.result(timeout=DEADLINE_S)
-    assert listing.processes == []
-    ((pid, why),) = listing.silent
-    assert pid == os.getpid()
-    assert "no answer within 0.3 s" in why
-    assert served.exists()  # a live process's socket is never removed
-    assert collect(str(served.parent)).processes[0]["pid"] == os.getpid()
+    assert status["pid"] == os.getpid()
+    assert status["blocked_s"] > 0
+    wait_until(lambda: ask(str(served))["blocked_s"] == 0, "the loop to run again")
+
+
+def test_collect_lists_a_process_that_does_not_answer_as_silent(
+    status_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_status_socket, "CLIENT_SECONDS", 0.3)
+    with silent_processes(status_dir, 1, "tests.settings") as (pid,):
+        listing = collect(str(status_dir))
+        assert listing.processes == []
+        ((silent, why),) = listing.silent
+        assert silent == pid
+        assert "no answer within 0.3 s" in why
+        assert socket_of(status_dir, pid).exists()  # a live process's socket is never removed
 
 
 def test_collect_can_leave_out_its_own_process(served: Path) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_looptoken._status_socket import REQUEST_LIMIT, ask
+from django_looptoken._status_server import REQUEST_LIMIT
+from django_looptoken._status_socket import ask
 from tests.integration.status_servers import (
     METRICS_TOKEN,
     SETTINGS,
