@@ -32,6 +32,12 @@ PER_LOOP = (
     ("looptoken_loop_tokens", "Tokens held on the loop now.", "tokens", False),
     ("looptoken_loop_tasks", "Tasks pending on the loop now.", "tasks", False),
     (
+        "looptoken_loop_blocked_seconds",
+        "Seconds the loop has been held in one callback now (0 while it runs).",
+        "blocked_s",
+        False,
+    ),
+    (
         "looptoken_tasks_past_timeout",
         "Tasks still running although their call timed out.",
         "tasks_past_timeout",

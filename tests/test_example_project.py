@@ -333,7 +333,10 @@ emit(anonymous=anonymous, not_staff=not_staff, staff=staff, listing=listing, pid
     assert process["pid"] == result["pid"]
     assert process["backend"] == "uvloop.Loop"
     assert process["project"] == "example.settings"
-    assert f"<td>{result['pid']}</td>" in result["staff"]["html"]
+    assert (
+        f'<a href="tasks/{result["pid"]}/" title="its pending tasks">{result["pid"]}</a>'
+        in (result["staff"]["html"])
+    )
 
 
 def test_setupdemo_runs_again_without_harm(example: Example) -> None:

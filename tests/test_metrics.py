@@ -81,6 +81,7 @@ def test_the_token_reads_every_process_of_the_project(client: Client, worker: Wo
     for family in (
         "looptoken_loop_tokens",
         "looptoken_loop_tasks",
+        "looptoken_loop_blocked_seconds",
         "looptoken_loop_uptime_seconds",
     ):
         assert [s for s in found[family] if s.labels == labels], family

@@ -233,7 +233,7 @@ def test_demo_serves_the_example_then_ctrl_c_stops_everything(tmp_path: Path) ->
             assert {p["state"] for p in processes} == {"running"}
             page = client.get("/looptoken/").text
             for pid in pids:
-                assert f"<td>{pid}</td>" in page
+                assert f'<a href="tasks/{pid}/" title="its pending tasks">{pid}</a>' in page
 
             with ThreadPoolExecutor(1) as pool:
                 late = pool.submit(httpx.get, f"{site}/sequential/", timeout=DEADLINE_S)
