@@ -67,7 +67,7 @@ test: lint $(VENV_DJANGO42)/.installed browser services $(UWSGI_THREADS_OFF)/bin
 	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest
 	PYTHONDEVMODE=1 $(VENV_DJANGO42)/bin/python -m pytest
 
-# bench_e2e's load generator is wrk, bench_instructions' counter valgrind:
+# bench_e2e's load generator is wrk, bench_instructions' and bench_tasks' counter valgrind:
 # Debian's packages (apt-get needs root).
 WRK := command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 VALGRIND := command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
@@ -77,6 +77,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e ".[bench]"
 	$(VENV)/bin/python bench/bench_await.py --json bench/results/bench_await.json
 	$(VENV)/bin/python bench/bench_status.py
+	$(VENV)/bin/python bench/bench_scrape.py
 	$(VENV)/bin/python bench/bench_stream.py
 	$(VENV)/bin/python bench/bench_scaling.py --breakdown --json bench/results/bench_scaling.json
 	$(VENV)/bin/python bench/bench_scaling.py --greenlets --breakdown --json bench/results/bench_scaling_greenlets.json
@@ -84,6 +85,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json
 	$(VALGRIND)
 	$(VENV)/bin/python bench/bench_instructions.py
+	$(VENV)/bin/python bench/bench_tasks.py
 	$(VENV)/bin/python bench/feature_table.py --json bench/results/feature_table.json
 	$(VENV)/bin/python bench/chart.py
 

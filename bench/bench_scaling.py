@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,6 +271,13 @@ def _ratio_cell(mine: list[float], theirs: list[float]) -> str:
     return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
+def _rows(report: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Each table row's caller count, contender and that count's figures, in ``ORDER``."""
+    for count, by_key in report["figures"].items():
+        for key in sorted(by_key, key=ORDER.index):
+            yield count, key, by_key
+
+
 def table(report: dict[str, Any]) -> str:
     """The child's figures as Markdown: medians over rounds, and the app's
     ratio to the thread's (median of per-round ratios, min-max)."""
@@ -281,29 +288,28 @@ def table(report: dict[str, Any]) -> str:
         "| calls/s ratio | p99 ratio | p999 ratio |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for count, by_key in report["figures"].items():
-        for key in sorted(by_key, key=ORDER.index):
-            runs = by_key[key]
-            twin = next((c for c in _TWINS if c[0] == key), None)
+    for count, key, by_key in _rows(report):
+        runs = by_key[key]
+        twin = next((c for c in _TWINS if c[0] == key), None)
 
-            def median(metric: str, runs: list[dict[str, float]] = runs) -> float:
-                return statistics.median(run[metric] for run in runs)
+        def median(metric: str, runs: list[dict[str, float]] = runs) -> float:
+            return statistics.median(run[metric] for run in runs)
 
-            ratios = ["", "", ""]
-            if twin is not None:
-                theirs = by_key[twin[1]]
-                ratios = [
-                    _ratio_cell([r[m] for r in runs], [r[m] for r in theirs])
-                    for m in ("calls_per_s", "p99_ms", "p999_ms")
-                ]
-            cells = [
-                count,
-                key,
-                f"{median('calls_per_s'):,.0f}",
-                *(f"{median(m):.2f}" for m in ("p50_ms", "p99_ms", "p999_ms")),
-                *ratios,
+        ratios = ["", "", ""]
+        if twin is not None:
+            theirs = by_key[twin[1]]
+            ratios = [
+                _ratio_cell([r[m] for r in runs], [r[m] for r in theirs])
+                for m in ("calls_per_s", "p99_ms", "p999_ms")
             ]
-            lines.append("| " + " | ".join(cells) + " |")
+        cells = [
+            count,
+            key,
+            f"{median('calls_per_s'):,.0f}",
+            *(f"{median(m):.2f}" for m in ("p50_ms", "p99_ms", "p999_ms")),
+            *ratios,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -321,17 +327,15 @@ def breakdown_table(report: dict[str, Any]) -> str:
         "| back to the caller p50 / p99 ms |",
         "|---:|---|---:|---:|---:|",
     ]
-    for count, by_key in report["figures"].items():
-        for key in sorted(by_key, key=ORDER.index):
-            runs = by_key[key]
-            cells = [count, key]
-            for part in PARTS:
-                p50, p99 = (
-                    statistics.median(run[f"{part}_{q}_ms"] for run in runs)
-                    for q in ("p50", "p99")
-                )
-                cells.append(f"{p50:.2f} / {p99:.2f}")
-            lines.append("| " + " | ".join(cells) + " |")
+    for count, key, by_key in _rows(report):
+        cells = [count, key]
+        for part in PARTS:
+            p50, p99 = (
+                statistics.median(run[f"{part}_{q}_ms"] for run in by_key[key])
+                for q in ("p50", "p99")
+            )
+            cells.append(f"{p50:.2f} / {p99:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from django_looptoken import _greenlets, _tasks, _waiting
@@ -28,7 +29,7 @@ from django_looptoken._handback import (
     return_to_caller,
 )
 from django_looptoken._loop_run import LoopRun
-from django_looptoken._tasks import Site
+from django_looptoken._tasks import Site, caller_of
 from django_looptoken.exceptions import LoopStoppedError
 
 _T = TypeVar("_T")
@@ -85,7 +86,6 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         "_error",
         "_result",
         "_run",
-        "_site",
         "_started",
         "_task",
         "_timed_out",
@@ -95,17 +95,10 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         "_work",
     )
 
-    def __init__(
-        self,
-        run: LoopRun,
-        coro: Coroutine[Any, Any, _T],
-        timeout: float | None,
-        site: Site | None = None,
-    ) -> None:
+    def __init__(self, run: LoopRun, coro: Coroutine[Any, Any, _T], timeout: float | None) -> None:
         self._run = run
         self._coro = coro
         self._timeout = timeout
-        self._site = site  # the caller's line, for the task listing
         self._context = contextvars.copy_context()
         self._began = time.perf_counter()
         self._waker: Waker
@@ -149,6 +142,12 @@ class Call(concurrent.futures.Executor, Generic[_T]):
             finally:
                 self._error = None
         return self._result  # type: ignore[return-value]
+
+    def caller_site(self, frames: dict[int, FrameType]) -> Site | None:
+        """Where the caller, blocked in ``wait()`` while the task is pending,
+        called from (for the task listing, off the loop; under gevent its
+        greenlet's stack is not among ``frames``: None)."""
+        return caller_of(frames, Call.wait.__code__, self)
 
     def _cut_cycle(self) -> None:
         # The context routes thread-sensitive calls to this call and the task
@@ -209,12 +208,12 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         enter_loop_thread(self, self._context)
         drive = self._drive()
         drive.send(None)  # to its first await: see _drive
-        _tasks.site_of_next = self._site  # for the monitor's task factory
+        _tasks.maker_of_next = self  # for the monitor's task factory: see caller_site
         if TASKS_TAKE_A_CONTEXT:
             self._task = run.loop.create_task(drive, context=self._context)
         else:  # pragma: no cover - Python 3.10
             self._task = run.loop.create_task(drive)
-        _tasks.site_of_next = None  # taken, unless no factory of ours ran
+        _tasks.maker_of_next = None  # taken, unless no factory of ours ran
         if self._timeout is not None:
             self._timer = run.loop.call_later(self._timeout, self._expire)
 

@@ -122,20 +122,18 @@ class Monitor:
         return overdue if overdue > self.probe.late_after else 0.0
 
     def _cancel(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Cancel the pending task numbered ``request["task"]`` (its ``id`` in the listing)."""
-        number = request.get("task")
-        if type(number) is not int:
+        """Cancel the pending task whose ``id`` (in the listing) is ``request["task"]``."""
+        task_id = request.get("task")
+        if type(task_id) is not int:
             return {"error": 'cancel takes the task\'s id: {"op": "cancel", "task": 12}'}
-        task = _tasks.find(self.run, number)
+        task = _tasks.find(self.run, task_id)
         if task is None:
-            return {"error": f"no pending task {number} in process {os.getpid()}"}
+            return {"error": f"no pending task {task_id} in process {os.getpid()}"}
         self.run.loop.call_soon_threadsafe(task.cancel)
         return {
             "pid": os.getpid(),
-            "task": number,
-            "coroutine": _tasks.describe(task, self.run, time.monotonic(), 0.0, False)[
-                "coroutine"
-            ],
+            "task": task_id,
+            "coroutine": _tasks.coroutine_of(task),
             "blocked_s": round(self.blocked_for(), 3),
         }
 

@@ -1,13 +1,16 @@
 """The loop's pending tasks: what is noted of each when it is made, and the
 listing that ``loopstatus --tasks`` and the status page show.
 
-Noted at creation, by the monitor's task factory (``note()``): a number, the
-time, where it was made and the request it belongs to. Where it was made is
-cheap to know: ``await_``, ``await_multiple`` and ``spawn`` record their
-caller's line (``site_of_next``, set on the loop thread just before they
-create the task); a task made by another task is placed at the first frame
-above ``create_task`` that is neither asyncio's nor this package's, a walk
-of a few frames at most, never the whole stack.
+Noted at creation, by the monitor's task factory (``note()``): the time,
+who made it and the request it belongs to, in one tuple on the task; nothing
+that needs a frame object, which costs more than the rest together. Who
+made it (``maker_of_next``, set on the loop thread right before the task is
+made): for ``spawn``, the caller's code and instruction, taken with one
+frame lookup; for ``await_`` and ``await_multiple``, the call itself, whose
+caller is blocked in it while the task is pending, so the listing finds the
+caller's line on that thread's stack; for a task made by another task, that
+task (a wrapper of this package, such as ``await_multiple``'s, passes on who
+made it).
 
 The listing (``listing()``) is built in the status socket's thread, off the
 loop, so it answers while the loop is blocked: then it says for how long
@@ -24,7 +27,7 @@ import sys
 import time
 import traceback
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from django_looptoken._loop_run import LoopRun
 
@@ -33,70 +36,78 @@ request_label: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "looptoken_request", default=None
 )
 
-# Where a task was made: the code and the line.
+# Where a task was made: the code and the instruction's offset in it (the
+# line is worked out only when listed).
 Site = tuple[CodeType, int]
 
-# Where the next task is made: set by await_, await_multiple and spawn on the
-# loop thread right before they create it, taken by note().
-site_of_next: Site | None = None
+
+class Caller(Protocol):
+    """A call whose caller is blocked in it while its task is pending."""
+
+    def caller_site(self, frames: dict[int, FrameType]) -> Site | None:
+        """The caller's line, found on its thread's stack among ``frames``
+        (``sys._current_frames()``, off the loop)."""
+
+
+# Who makes the next task (a Site or a Caller): set on the loop thread by
+# spawn, await_ and await_multiple right before they make it; taken by note().
+maker_of_next: Site | Caller | None = None
 
 # Note tasks at all: bench/bench_tasks.py turns it off to measure what it costs.
 NOTE_TASKS = True
 
 # The listing shows at most this many tasks (the oldest).
 MAX_LISTED = 500
-# How many frames above create_task() note() looks for the code that made a task.
-SITE_SEARCH_DEPTH = 8
 
-_MACHINERY = (
-    os.path.dirname(asyncio.__file__) + os.sep,
-    os.path.dirname(__file__) + os.sep,  # this package
-)
+_PACKAGE = os.path.dirname(__file__) + os.sep
+# A task's id in the listing: short enough to type after --cancel.
 _numbers = itertools.count(1)
-
-
-class TaskNote:
-    """What was noted of a task when it was made."""
-
-    __slots__ = ("created", "number", "request", "site")
-
-    def __init__(self, site: Site | None) -> None:
-        self.number = next(_numbers)
-        self.created = time.monotonic()
-        self.site = site
-        self.request = request_label.get()
 
 
 def note(task: asyncio.Task[Any]) -> None:
     """Note ``task``, just made (on the loop thread)."""
-    global site_of_next
+    global maker_of_next
     if not NOTE_TASKS:
         return
-    site, site_of_next = site_of_next, None
-    if site is None:
-        site = _maker_site(sys._getframe(2))
-    task._looptoken = TaskNote(site)  # type: ignore[attr-defined]
+    maker: object = maker_of_next
+    maker_of_next = None
+    if maker is None:
+        maker = asyncio.current_task()  # a task made by a task, or None
+    task._looptoken = (  # type: ignore[attr-defined]
+        time.monotonic(),
+        maker,
+        request_label.get(),
+        next(_numbers),
+    )
 
 
-def caller_site() -> Site | None:
-    """The line outside this package that called into it (``await_``'s
-    caller, past decorators such as ``runs_async``)."""
-    if not NOTE_TASKS:
-        return None
-    return _maker_site(sys._getframe(2))
+def site_of(frame: FrameType) -> Site | None:
+    """``frame``'s place, if noting is on (one frame lookup by the caller)."""
+    return (frame.f_code, frame.f_lasti) if NOTE_TASKS else None
 
 
-def _maker_site(frame: FrameType | None) -> Site | None:
-    for _ in range(SITE_SEARCH_DEPTH):
-        if frame is None:
-            return None
-        if not frame.f_code.co_filename.startswith(_MACHINERY):
-            return frame.f_code, frame.f_lineno
-        frame = frame.f_back
+def caller_of(frames: dict[int, FrameType], code: CodeType, call: object) -> Site | None:
+    """The line outside this package that called the call ``call`` whose
+    ``code`` (its blocking method) runs on one of ``frames`` (a frame per
+    thread, innermost)."""
+    for innermost in frames.values():
+        frame: FrameType | None = innermost
+        while frame is not None and not (
+            frame.f_code is code and frame.f_locals.get("self") is call
+        ):
+            frame = frame.f_back
+        while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+            frame = frame.f_back  # await_, runs_async's wrapper ...
+        if frame is not None:
+            return frame.f_code, frame.f_lasti
     return None
 
 
 # -- the listing, off the loop ---------------------------------------------------------
+
+# A task's note: when it was made (time.monotonic()), who made it, its
+# request, its id.
+Note = tuple[float, "Site | Caller | asyncio.Task[Any] | None", "str | None", int]
 
 
 def listing(run: LoopRun, blocked_s: float, long_after: float) -> dict[str, Any]:
@@ -106,38 +117,77 @@ def listing(run: LoopRun, blocked_s: float, long_after: float) -> dict[str, Any]
     now = time.monotonic()
     running = asyncio.current_task(run.loop) if blocked_s else None
     pending = sorted((task for task in _all_tasks(run) if not task.done()), key=_made)
-    rows = [describe(task, run, now, long_after, task is running) for task in pending]
-    answer: dict[str, Any] = {
+    frames = sys._current_frames()  # the callers blocked in await_, on their threads
+    rows = [describe(task, run, now, long_after, task is running, frames) for task in pending]
+    return {
         "pid": os.getpid(),
         "total": len(rows),
         "tasks": rows[:MAX_LISTED],
         "blocked_s": round(blocked_s, 3),
         "loop_stack": _loop_stack(run) if blocked_s else None,
     }
-    return answer
 
 
 def describe(
-    task: asyncio.Task[Any], run: LoopRun, now: float, long_after: float, running: bool
+    task: asyncio.Task[Any],
+    run: LoopRun,
+    now: float,
+    long_after: float,
+    running: bool,
+    frames: dict[int, FrameType],
 ) -> dict[str, Any]:
-    """One task: ``id`` (its number, for ``cancel``), ``coroutine``, ``age_s``,
-    ``long``, ``created_at``, ``request``, ``await_chain`` (innermost last),
-    ``protected`` (by ``shutdown_waits_for``), ``running``."""
-    note: TaskNote | None = getattr(task, "_looptoken", None)
+    """One task: ``id`` (its number, for ``cancel``), ``coroutine``, ``age_s``, ``long``,
+    ``created_at``, ``request``, ``await_chain`` (innermost last),
+    ``awaiting``, ``protected`` (by ``shutdown_waits_for``), ``running``."""
+    note: Note | None = getattr(task, "_looptoken", None)
     chain, awaiting = _await_chain(task.get_coro())
-    age = now - note.created if note is not None else 0.0
+    age = now - note[0] if note is not None else 0.0
     return {
-        "id": note.number if note is not None else None,
-        "coroutine": chain[0]["function"] if chain else _name_of(task),
+        "id": note[3] if note is not None else None,
+        "coroutine": coroutine_of(task, chain),
         "age_s": round(age, 3),
         "long": age >= long_after,
-        "created_at": _made_at(*note.site) if note is not None and note.site else None,
-        "request": note.request if note is not None else None,
+        "created_at": _made_at(note[1], frames) if note is not None else None,
+        "request": note[2] if note is not None else None,
         "await_chain": [f"{frame['function']} ({frame['at']})" for frame in chain],
         "awaiting": awaiting,
         "protected": task in run.protected or task in run.protecting,
         "running": running,
     }
+
+
+def _made_at(maker: object, frames: dict[int, FrameType]) -> str | None:
+    """Where the task was made: ``file:line in function``, or the task that
+    made it (past this package's own wrapper tasks, to who made those)."""
+    for _ in range(20):  # wrappers in wrappers, bounded
+        if not isinstance(maker, asyncio.Task):
+            break
+        note: Note | None = getattr(maker, "_looptoken", None)
+        if not _is_ours(maker):
+            return f"by task {note[3] if note else '?'} ({coroutine_of(maker)})"
+        maker = note[1] if note is not None else None
+    site = maker.caller_site(frames) if hasattr(maker, "caller_site") else maker
+    if not isinstance(site, tuple):
+        return None
+    code, offset = site
+    line = next(
+        (line for start, end, line in code.co_lines() if start <= offset < end and line),
+        code.co_firstlineno,
+    )
+    return f"{code.co_filename}:{line} in {_qualname(code)}"
+
+
+def _is_ours(task: asyncio.Task[Any]) -> bool:
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and code.co_filename.startswith(_PACKAGE)
+
+
+def coroutine_of(task: asyncio.Task[Any], chain: list[dict[str, str]] | None = None) -> str:
+    """The name a task is listed under: its outermost coroutine that is not
+    this package's (``await_``'s wrapper runs the caller's), else its own."""
+    if chain is None:
+        chain = _await_chain(task.get_coro())[0]
+    return chain[0]["function"] if chain else _name_of(task)
 
 
 def _name_of(task: asyncio.Task[Any]) -> str:
@@ -146,17 +196,17 @@ def _name_of(task: asyncio.Task[Any]) -> str:
     return str(getattr(task.get_coro(), "__qualname__", None) or task.get_name())
 
 
-def _made(task: asyncio.Task[Any]) -> tuple[float, int]:
+def _made(task: asyncio.Task[Any]) -> float:
     """Oldest first; tasks made before the monitor noted them come last."""
-    note: TaskNote | None = getattr(task, "_looptoken", None)
-    return (note.created, note.number) if note is not None else (float("inf"), 0)
+    note: Note | None = getattr(task, "_looptoken", None)
+    return note[0] if note is not None else float("inf")
 
 
-def find(run: LoopRun, number: int) -> asyncio.Task[Any] | None:
-    """The pending task noted with ``number``, if there is one."""
+def find(run: LoopRun, task_id: int) -> asyncio.Task[Any] | None:
+    """The pending task whose ``id`` is ``task_id``, if there is one."""
     for task in _all_tasks(run):
-        note: TaskNote | None = getattr(task, "_looptoken", None)
-        if note is not None and note.number == number and not task.done():
+        note: Note | None = getattr(task, "_looptoken", None)
+        if note is not None and note[3] == task_id and not task.done():
             return task
     return None
 
@@ -180,7 +230,7 @@ def _await_chain(coro: object) -> tuple[list[dict[str, str]], str | None]:
         frame = _frame_of(current)
         if frame is None:
             break
-        if not frame.f_code.co_filename.startswith(_MACHINERY[1]):
+        if not frame.f_code.co_filename.startswith(_PACKAGE):
             code = frame.f_code
             frames.append(
                 {"function": _qualname(code), "at": f"{code.co_filename}:{frame.f_lineno}"}
@@ -215,10 +265,6 @@ def _what(awaited: object) -> str:
 
 def _qualname(code: CodeType) -> str:
     return getattr(code, "co_qualname", code.co_name)
-
-
-def _made_at(code: CodeType, line: int) -> str:
-    return f"{code.co_filename}:{line} in {_qualname(code)}"
 
 
 def _loop_stack(run: LoopRun) -> list[str]:

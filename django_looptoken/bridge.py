@@ -12,6 +12,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import CoroutineType
 from typing import Any, TypeVar, cast
@@ -28,7 +29,7 @@ from django_looptoken._call import (
 from django_looptoken._handback import background_executor, enter_loop_thread
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import runtime
-from django_looptoken._tasks import Site, caller_site
+from django_looptoken._tasks import Site, site_of
 from django_looptoken.conf import looptoken_settings, validate_timeout
 
 logger = logging.getLogger("django_looptoken")
@@ -57,10 +58,10 @@ def await_(awaitable: Awaitable[_T], *, timeout: float | None = None) -> _T:
     except BaseException:
         coro.close()
         raise
-    return _block_on(coro, timeout, caller_site())
+    return _block_on(coro, timeout)
 
 
-def _block_on(coro: Coroutine[Any, Any, _T], timeout: float | None, site: Site | None) -> _T:
+def _block_on(coro: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
     """Hold a token, run ``coro`` as one call, release the token."""
     try:
         run = runtime().acquire()
@@ -68,7 +69,7 @@ def _block_on(coro: Coroutine[Any, Any, _T], timeout: float | None, site: Site |
         coro.close()
         raise
     try:
-        return Call(run, coro, timeout, site).wait()
+        return Call(run, coro, timeout).wait()
     finally:
         runtime().release(run)
 
@@ -101,19 +102,14 @@ def await_multiple(
     if not coros:
         return []
     # The timeout applies per awaitable inside, not to the call as a whole.
-    site = caller_site()
-    return _block_on(_gather_outcomes(coros, timeout, site), None, site)
+    return _block_on(_gather_outcomes(coros, timeout), None)
 
 
 async def _gather_outcomes(
-    coros: list[Coroutine[Any, Any, Any]], timeout: float | None, site: Site | None
+    coros: list[Coroutine[Any, Any, Any]], timeout: float | None
 ) -> list[tuple[bool, Any]]:
     loop = asyncio.get_running_loop()
-    tasks = []
-    for coro in coros:
-        _tasks.site_of_next = site  # for the monitor's task factory
-        tasks.append(loop.create_task(coro))
-    _tasks.site_of_next = None
+    tasks = [loop.create_task(coro) for coro in coros]
     late: set[asyncio.Task[Any]] = set()
     try:
         await _all_ended(loop, tasks, timeout)
@@ -223,12 +219,12 @@ class _Spawn:
         enter_loop_thread(background_executor, self.context)
         # The task runs in the context start() ran in, where Python lets a task
         # be given one: a copy of it would hold the same values.
-        _tasks.site_of_next = self.site  # for the monitor's task factory
+        _tasks.maker_of_next = self.site  # for the monitor's task factory
         if TASKS_TAKE_A_CONTEXT:
             task = run.loop.create_task(self.coro, context=self.context)
         else:  # pragma: no cover - Python 3.10
             task = run.loop.create_task(self.coro)
-        _tasks.site_of_next = None
+        _tasks.maker_of_next = None  # taken, unless no factory of ours ran
         run.background.add(task)
         if getattr(self.coro, "cr_code", None) is _PROTECTED_CODE:
             # spawn(shutdown_waits_for(x)): the task is only x's wrapper, so
@@ -274,7 +270,7 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
         coro.close()
         raise
     future: _SpawnedFuture[_T] = _SpawnedFuture()
-    spawned = _Spawn(run, coro, future, caller_site())
+    spawned = _Spawn(run, coro, future, site_of(sys._getframe(1)))
     # No token is held for the task (shutdown cancels it, it does not wait for
     # it); if the loop stops before the task starts, abort() cancels the future.
     run.start_soon(spawned, spawned.start, spawned.context, coro, "task")

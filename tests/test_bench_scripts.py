@@ -141,3 +141,24 @@ def test_bench_gevent_times_the_loop_against_the_hubs_own_sleep(tmp_path: Path) 
     assert rows[1:] == ["| await_", "| hub's own sleep"]
     report = json.loads(figures.read_text())
     assert [len(report["results"][name]) for name in ("await_", "hub's own sleep")] == [1, 1]
+
+
+def test_bench_scrape_times_a_scrape_of_every_worker_even_with_one_blocked() -> None:
+    """A tiny run of ``bench_scrape.py``: two workers, one of them blocked for
+    the second row, both answering every scrape (the script checks it)."""
+    command = [sys.executable, str(ROOT / "bench" / "bench_scrape.py"), "--quick"]
+    done = subprocess.run(
+        [*command, "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| 2 workers |")
+    assert [row.split(" | ")[0] for row in rows[1:]] == [
+        "| every loop idle",
+        "| one loop blocked in `time.sleep`",
+    ]
