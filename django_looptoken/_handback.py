@@ -20,7 +20,6 @@ from typing import Any, ParamSpec, TypeVar
 import asgiref.local
 from asgiref.sync import AsyncToSync
 
-from django_looptoken import _greenlets
 from django_looptoken._native_pool import NativeThreadPool
 
 try:
@@ -213,13 +212,10 @@ class BackgroundExecutor(concurrent.futures.Executor):
     def _get_pool(self) -> concurrent.futures.Executor:
         with self._lock:
             if self._pool is None:
-                if _greenlets.monkey_patched() == "gevent":
-                    # The loop thread submits here: a greenlet it started would never run.
-                    self._pool = NativeThreadPool(1)
-                else:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        1, thread_name_prefix="looptoken-sync"
-                    )
+                # Not a ThreadPoolExecutor: the exit would wait for a call
+                # stuck in it for ever; and under gevent the loop thread,
+                # which submits here, would start a greenlet that never runs.
+                self._pool = NativeThreadPool(1, "looptoken-sync")
             return self._pool
 
     def submit(

@@ -110,7 +110,7 @@ class Monitor:
             task = self._task_factory(loop, coro, **kwargs)
         else:
             task = asyncio.Task(coro, loop=loop, **kwargs)
-        _tasks.note(task)
+        _tasks.note(task, loop)
         return task
 
     def blocked_for(self) -> float:

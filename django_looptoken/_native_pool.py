@@ -1,22 +1,30 @@
-"""A pool of OS threads for the loop's executors where threads are greenlets.
+"""A pool of OS threads for the loop's executors, which Python's exit does not wait for.
 
-Under gevent, a ``ThreadPoolExecutor`` that the loop's thread starts makes
-greenlets on that thread's hub, which never runs while the loop does: the
-work would never start. This pool starts native threads instead, and uses
-only native locks, so the loop thread can hand it work and the caller's
-future settles from the pool's thread.
+The loop's default executor, and the background thread where spawned tasks'
+thread-sensitive calls run, are such pools. Python's exit joins every thread
+of a ``ThreadPoolExecutor``: one call stuck in it (a query that never
+returns) would hold the process for ever after the drain gave up on it, and
+asyncio's own ``shutdown_default_executor()``, cut at its deadline, blocks
+the loop's thread until the executor's calls end. This pool's threads are
+the OS's own (``_thread``), which the exit does not join, and its shutdown
+is awaited without blocking the loop: ``SHUTDOWN_TIMEOUT`` bounds the exit.
+Under gevent, too, a ``ThreadPoolExecutor`` started from the loop's thread
+would make greenlets on that thread's hub, which never runs while the loop
+does; this pool uses only native locks, so the loop thread can hand it work
+and the caller's future settles from the pool's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django_looptoken._greenlets import native_lock, start_native_thread
+from django_looptoken._greenlets import monkey_patched, native_lock, start_native_thread
 
 _T = TypeVar("_T")
 
@@ -26,15 +34,18 @@ _WorkItem = tuple[
 
 
 class NativeThreadPool(concurrent.futures.ThreadPoolExecutor):
-    """Run calls in up to ``max_workers`` OS threads, started as work arrives.
+    """Run calls in up to ``max_workers`` OS threads, started as work arrives
+    and named ``<thread_name_prefix>_N`` (as a ``ThreadPoolExecutor`` names them).
 
     A ``ThreadPoolExecutor`` by type only, because asyncio's
     ``set_default_executor`` takes nothing else: it shares none of its
     machinery (queue, locks, threads), all of which gevent patches.
     """
 
-    def __init__(self, max_workers: int) -> None:  # no super(): see the class docstring
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:  # no super()
         self._limit = max_workers
+        self._prefix = thread_name_prefix
+        self._started = 0
         self._lock = native_lock()
         self._queued: deque[_WorkItem] = deque()
         # One native lock per idle thread, held until work arrives for it.
@@ -61,10 +72,14 @@ class NativeThreadPool(concurrent.futures.ThreadPoolExecutor):
             if self._running == 0:
                 self._all_gone.acquire()
             self._running += 1
-        start_native_thread(self._serve)
+            name = f"{self._prefix}_{self._started}"
+            self._started += 1
+        start_native_thread(lambda: self._serve(name))
         return future
 
-    def _serve(self) -> None:
+    def _serve(self, name: str) -> None:
+        if monkey_patched() is None:  # gevent's threading would make a greenlet's
+            threading.current_thread().name = name  # what thread dumps and logs show
         wake = native_lock()
         wake.acquire()
         while True:
@@ -113,15 +128,16 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NativeThreadPool] =
 
 
 def give_native_executor(loop: asyncio.AbstractEventLoop, max_workers: int) -> None:
-    """Make a native pool ``loop``'s default executor."""
-    pool = _pools[loop] = NativeThreadPool(max_workers)
+    """Make a native pool ``loop``'s default executor (threads ``looptoken-executor_N``)."""
+    pool = _pools[loop] = NativeThreadPool(max_workers, "looptoken-executor")
     loop.set_default_executor(pool)
 
 
 async def shutdown_native_executor(loop: asyncio.AbstractEventLoop) -> None:
     """``loop.shutdown_default_executor()`` for a native pool: the wait for
     its threads happens in a native thread (asyncio's own would start a
-    greenlet there), and the loop runs on meanwhile."""
+    greenlet there under gevent), and the loop runs on meanwhile; cut at
+    the drain's deadline, it leaves the threads to end with the process."""
     pool = _pools.pop(loop, None)
     if pool is None:
         return

@@ -12,7 +12,6 @@ the process-wide hooks (fork, settings change, exit) that drive it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ctypes
 import logging
@@ -54,15 +53,9 @@ def new_loop() -> asyncio.AbstractEventLoop:
     loop = build_loop(conf.BACKEND, resolve_loop_factory(conf.BACKEND))
     loop.set_debug(conf.DEBUG)
     loop.slow_callback_duration = conf.SLOW_CALLBACK_DURATION
-    if _greenlets.monkey_patched() == "gevent":
-        # asyncio's own pool would start greenlets on the loop's thread.
-        give_native_executor(loop, conf.EXECUTOR_MAX_WORKERS or min(32, (os.cpu_count() or 1) + 4))
-    elif conf.EXECUTOR_MAX_WORKERS is not None:
-        loop.set_default_executor(
-            concurrent.futures.ThreadPoolExecutor(
-                conf.EXECUTOR_MAX_WORKERS, thread_name_prefix="looptoken-executor"
-            )
-        )
+    # A pool whose threads the exit does not wait for (see _native_pool), of
+    # the size asyncio's own default executor would have.
+    give_native_executor(loop, conf.EXECUTOR_MAX_WORKERS or min(32, (os.cpu_count() or 1) + 4))
     return loop
 
 

@@ -9,8 +9,8 @@ made): for ``spawn``, the caller's code and instruction, taken with one
 frame lookup; for ``await_`` and ``await_multiple``, the call itself, whose
 caller is blocked in it while the task is pending, so the listing finds the
 caller's line on that thread's stack; for a task made by another task, that
-task (a wrapper of this package, such as ``await_multiple``'s, passes on who
-made it).
+task, weakly (a wrapper of this package, such as ``await_multiple``'s,
+passes on who made it).
 
 The listing (``listing()``) is built in the status socket's thread, off the
 loop, so it answers while the loop is blocked: then it says for how long
@@ -26,6 +26,7 @@ import os
 import sys
 import time
 import traceback
+import weakref
 from types import CodeType, FrameType
 from typing import Any, Protocol
 
@@ -64,15 +65,20 @@ _PACKAGE = os.path.dirname(__file__) + os.sep
 _numbers = itertools.count(1)
 
 
-def note(task: asyncio.Task[Any]) -> None:
-    """Note ``task``, just made (on the loop thread)."""
+def note(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
+    """Note ``task``, just made on ``loop`` (on the loop thread; the loop
+    need not be running: the shutdown sequence of a crashed loop is made
+    before the loop runs again)."""
     global maker_of_next
     if not NOTE_TASKS:
         return
     maker: object = maker_of_next
     maker_of_next = None
     if maker is None:
-        maker = asyncio.current_task()  # a task made by a task, or None
+        # A task made by a task, or None. Weakly: a long-lived child must
+        # not keep its ended parent's result (and traceback) alive.
+        parent = asyncio.current_task(loop)
+        maker = None if parent is None else weakref.ref(parent)
     task._looptoken = (  # type: ignore[attr-defined]
         time.monotonic(),
         maker,
@@ -107,7 +113,7 @@ def caller_of(frames: dict[int, FrameType], code: CodeType, call: object) -> Sit
 
 # A task's note: when it was made (time.monotonic()), who made it, its
 # request, its id.
-Note = tuple[float, "Site | Caller | asyncio.Task[Any] | None", "str | None", int]
+Note = tuple[float, "Site | Caller | weakref.ref[asyncio.Task[Any]] | None", "str | None", int]
 
 
 def listing(run: LoopRun, blocked_s: float, long_after: float) -> dict[str, Any]:
@@ -160,11 +166,14 @@ def _made_at(maker: object, frames: dict[int, FrameType]) -> str | None:
     """Where the task was made: ``file:line in function``, or the task that
     made it (past this package's own wrapper tasks, to who made those)."""
     for _ in range(20):  # wrappers in wrappers, bounded
-        if not isinstance(maker, asyncio.Task):
+        if not isinstance(maker, weakref.ref):
             break
-        note: Note | None = getattr(maker, "_looptoken", None)
-        if not _is_ours(maker):
-            return f"by task {note[3] if note else '?'} ({coroutine_of(maker)})"
+        parent = maker()
+        if parent is None:
+            return "by a task that has ended"
+        note: Note | None = getattr(parent, "_looptoken", None)
+        if not _is_ours(parent):
+            return f"by task {note[3] if note else '?'} ({coroutine_of(parent)})"
         maker = note[1] if note is not None else None
     site = maker.caller_site(frames) if hasattr(maker, "caller_site") else maker
     if not isinstance(site, tuple):

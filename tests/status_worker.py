@@ -79,6 +79,11 @@ def serve() -> None:
         while not unblock.is_set():
             time.sleep(0.01)  # noqa: ASYNC251 - blocks the loop, as the listing must still see
 
+    def started() -> None:
+        # The loop starts hand-ins in order: once this call has run, the
+        # tasks spawned before it exist (a listing asked now shows them).
+        looptoken.await_(asyncio.sleep(0))
+
     with looptoken.start_loop():
         print(f"ready {os.getpid()}", flush=True)
         for line in sys.stdin:
@@ -87,10 +92,12 @@ def serve() -> None:
                     gate = looptoken.await_(make_gate())
                     for _ in range(int(count)):
                         looptoken.spawn(wait(gate))
+                    started()
                     print("held", flush=True)
                 case ["nest"]:
                     gate = gate or looptoken.await_(make_gate())
                     looptoken.spawn(outer(gate))
+                    started()
                     print("nested", flush=True)
                 case ["block"]:
                     looptoken.spawn(hold_the_loop())

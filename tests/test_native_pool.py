@@ -14,7 +14,7 @@ WAIT = 10.0  # bounds a failing test's waits
 
 
 def test_work_runs_at_once_in_up_to_max_workers_threads() -> None:
-    pool = NativeThreadPool(2)
+    pool = NativeThreadPool(2, "test-pool")
     both_in = threading.Barrier(2, timeout=WAIT)
     try:
         first, second = (pool.submit(both_in.wait) for _ in range(2))
@@ -26,7 +26,7 @@ def test_work_runs_at_once_in_up_to_max_workers_threads() -> None:
 
 
 def test_an_exception_reaches_the_future() -> None:
-    pool = NativeThreadPool(1)
+    pool = NativeThreadPool(1, "test-pool")
     try:
         with pytest.raises(ZeroDivisionError):
             pool.submit(lambda: 1 / 0).result(WAIT)
@@ -35,7 +35,7 @@ def test_an_exception_reaches_the_future() -> None:
 
 
 def test_shutdown_waits_for_running_work_and_can_cancel_queued_work() -> None:
-    pool = NativeThreadPool(1)
+    pool = NativeThreadPool(1, "test-pool")
     started, release = threading.Event(), threading.Event()
 
     def hold() -> str:
@@ -59,7 +59,7 @@ def test_it_is_what_asyncio_takes_as_a_default_executor() -> None:
     import asyncio
 
     loop = asyncio.new_event_loop()
-    pool = NativeThreadPool(1)
+    pool = NativeThreadPool(1, "test-pool")
     try:
         loop.set_default_executor(pool)  # TypeError for anything but a ThreadPoolExecutor
         assert loop.run_until_complete(loop.run_in_executor(None, lambda: 42)) == 42

@@ -297,6 +297,8 @@ def test_a_dead_loop_thread_is_logged_callers_hear_and_the_next_start_replaces_i
         assert first.is_closed()
         assert "thread died" in caplog.text
         assert "simulated crash" in caplog.text
+        # The crashed loop's shutdown sequence ran: cancelled and closed what it held.
+        assert "Cleaning up after the shared loop's thread died failed" not in caplog.text
 
         with looptoken.start_loop():
             assert looptoken.get_loop() is not first
@@ -307,3 +309,46 @@ def test_a_dead_loop_thread_is_logged_callers_hear_and_the_next_start_replaces_i
         assert runtime().current_run is run  # and it keeps the new loop running
     finally:
         looptoken.shutdown()
+
+
+STUCK_IN_A_THREAD = {
+    # A coroutine's executor job, cancelled by the drain but still running.
+    "the loop's executor": "await asyncio.get_running_loop().run_in_executor(None, stuck)",
+    # A spawned task's thread-sensitive call, run in the app's background thread.
+    "the background thread": "await sync_to_async(stuck)()",
+}
+
+
+@pytest.mark.one_backend  # a script of its own, with its own settings
+@pytest.mark.parametrize("where", STUCK_IN_A_THREAD)
+def test_a_call_stuck_in_a_thread_does_not_hold_the_exit(script: type[Script], where: str) -> None:
+    running = script(
+        f"""
+        import time
+        import django; django.setup()
+        from asgiref.sync import sync_to_async
+        import django_looptoken as looptoken
+        started = threading.Event()
+
+        def stuck():
+            started.set()
+            time.sleep(600)
+
+        async def waits_on_it():
+            {STUCK_IN_A_THREAD[where]}
+
+        looptoken.spawn(waits_on_it())
+        started.wait(60)
+        print("ready", flush=True)
+        """,
+        shutdown_timeout=1.0,
+    )
+    running.wait_ready()
+    began = time.monotonic()
+    code, stderr = running.finish(timeout=60)
+    # The drain's 1 s and its closing steps' 1 s grace, not the call's 600 s.
+    assert time.monotonic() - began < 10, stderr
+    assert code == 0
+    assert "left behind" not in stderr  # the loop's thread ended as it should
+    if where == "the loop's executor":  # cut at the deadline, and said so
+        assert "s: shutting down the default executor; going on." in stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import os
 import sys
 import threading
@@ -43,7 +44,15 @@ def tasks(served: Path) -> list[dict[str, Any]]:
 
 
 def the_one(served: Path, coroutine: str) -> dict[str, Any]:
-    (task,) = [t for t in tasks(served) if t["coroutine"].endswith(coroutine)]
+    """The one task listed under ``coroutine``, once the loop has started it."""
+    found: list[dict[str, Any]] = []
+
+    def listed() -> bool:
+        found[:] = [t for t in tasks(served) if t["coroutine"].endswith(coroutine)]
+        return bool(found)
+
+    wait_until(listed, f"{coroutine} to be listed")
+    (task,) = found
     return task
 
 
@@ -93,7 +102,6 @@ def test_a_caller_blocked_in_await_through_runs_async_is_placed_at_its_own_line(
     thread = threading.Thread(target=caller)
     thread.start()
     try:
-        wait_until(lambda: any(t["coroutine"].endswith("fetch") for t in tasks(served)), "it")
         task = the_one(served, "fetch")
         assert task["created_at"] == made[0]  # the caller's line, not the decorator's
         assert task["request"] is None
@@ -129,6 +137,22 @@ def test_await_multiples_tasks_and_tasks_made_by_tasks_are_placed_too(served: Pa
     finally:
         looptoken.get_loop().call_soon_threadsafe(gate.set)
         thread.join(DEADLINE_S)
+
+
+def test_a_task_that_outlives_its_maker_does_not_keep_it_alive(served: Path) -> None:
+    gate = looptoken.await_(_make_gate())
+    children: list[asyncio.Task[None]] = []
+
+    async def maker() -> bytes:
+        children.append(asyncio.create_task(wait_on(gate)))
+        return b"a result the child must not keep alive"
+
+    assert looptoken.spawn(maker()).result(timeout=DEADLINE_S).startswith(b"a result")
+    try:
+        gc.collect()
+        assert the_one(served, "wait_on")["created_at"] == "by a task that has ended"
+    finally:
+        looptoken.get_loop().call_soon_threadsafe(gate.set)
 
 
 def test_protected_work_is_marked(served: Path) -> None:

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_looptoken._status import would_start
 from django_looptoken._status_report import TASKS_REQUEST, StatusReport, duration
-from django_looptoken._status_socket import ask, socket_path, status_dir
+from django_looptoken._status_socket import STATUS_REQUEST, ask, socket_path, status_dir
 from django_looptoken.conf import looptoken_settings
 
 
@@ -91,7 +91,7 @@ class Command(BaseCommand):
             all_projects=options["all_projects"],
             exclude_pid=os.getpid(),
             only_pid=options["pid"],
-            request=TASKS_REQUEST if options["tasks"] else {"op": "status"},
+            request=TASKS_REQUEST if options["tasks"] else STATUS_REQUEST,
         )
         if report.listing.error is not None:
             raise CommandError(report.listing.error)
