@@ -117,8 +117,8 @@ def status() -> dict[str, Any]:
     ``uptime_s``, ``tokens``, ``tasks``, ``await_calls``, ``await_errors``,
     ``await_timeouts``, ``tasks_past_timeout`` (tasks still running after
     their call's timeout and cancellation), ``lag_ms`` (``p50``/``p99``/``max``
-    over the last minute), ``blocked_s`` (how long the loop has been held in
-    one callback, when longer than ``SLOW_CALLBACK_DURATION``; else 0),
+    over the last minute), ``blocked_s`` (how long the loop has been kept
+    from its next timer, when longer than ``SLOW_CALLBACK_DURATION``; else 0),
     ``slow_callbacks``, ``await_seconds`` (how long ``await_`` and
     ``await_multiple`` calls took) and ``lag_seconds`` (every lag since the
     loop started) as histograms (``buckets``: ``[bound, cumulative count]``

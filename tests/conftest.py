@@ -3,6 +3,7 @@ a status directory of the test's own, and a leak check."""
 
 from __future__ import annotations
 
+import os
 import resource
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import pytest
 
 import django_looptoken as looptoken
 from django_looptoken._runtime import State, runtime
+from tests.status_worker import socket_of
+from tests.support.processes import wait_until
 
 BACKENDS = ["asyncio", "uvloop"]
 
@@ -65,6 +68,15 @@ def status_dir(looptoken_settings: Any, tmp_path: Path) -> Path:
     path = tmp_path / "status"
     looptoken_settings(STATUS_DIR=str(path))
     return path
+
+
+@pytest.fixture
+def served(status_dir: Path) -> Iterator[Path]:
+    """A running loop; yields its status socket once it listens."""
+    with looptoken.start_loop():
+        path = socket_of(status_dir, os.getpid())
+        wait_until(path.exists, "the status socket")
+        yield path
 
 
 @pytest.fixture(autouse=True)

@@ -28,15 +28,6 @@ from tests.test_fork import in_child
 FOREIGN_UID = 4242
 
 
-@pytest.fixture
-def served(status_dir: Path) -> Iterator[Path]:
-    """A running loop; yields its status socket once it listens."""
-    with looptoken.start_loop():
-        path = socket_of(status_dir, os.getpid())
-        wait_until(path.exists, "the status socket")
-        yield path
-
-
 def exchange(path: Path, payload: bytes, *, half_close: bool = False) -> bytes:
     """Send ``payload``, optionally half-close, and read until the server closes."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -11,7 +11,6 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,9 @@ from django.test import RequestFactory
 import django_looptoken as looptoken
 from django_looptoken._status_socket import ask
 from django_looptoken.middleware import LoopTokenMiddleware
-from tests.status_worker import socket_of
 from tests.support.processes import DEADLINE_S, wait_until
 
 HERE = __file__
-
-
-@pytest.fixture
-def served(status_dir: Path) -> Iterator[Path]:
-    """A running loop; yields its status socket once it listens."""
-    with looptoken.start_loop():
-        path = socket_of(status_dir, os.getpid())
-        wait_until(path.exists, "the status socket")
-        yield path
 
 
 def tasks(served: Path) -> list[dict[str, Any]]:
@@ -66,6 +55,7 @@ async def wait_on(gate: asyncio.Event) -> None:
     await gate.wait()
 
 
+@pytest.mark.django_db  # the response's close() sends request_finished
 def test_a_task_spawned_by_a_view_notes_its_request_and_line(served: Path) -> None:
     gate = looptoken.await_(_make_gate())
     made: list[str] = []
