@@ -114,8 +114,8 @@ class Monitor:
         return task
 
     def blocked_for(self) -> float:
-        """How long the loop has been held past its probe's tick (seconds; 0
-        while it runs, or while the wait is under ``SLOW_CALLBACK_DURATION``)."""
+        """How long the loop has been kept from its probe's next tick, by one
+        callback or a burst (seconds; 0 while that is under ``SLOW_CALLBACK_DURATION``)."""
         if self.run.finished:
             return 0.0
         overdue = time.monotonic() - self.probe.due

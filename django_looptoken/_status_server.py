@@ -122,6 +122,9 @@ class StatusServer:
             os.write(self._wake_write, b"!")
         if self._thread_id != native_thread_id():
             self._ended.wait(JOIN_SECONDS)
+        # Closed here, not by the thread: a descriptor closed under this
+        # write could be reused by then, and the byte land in another file.
+        self._close_pipe()
 
     def _run(self, listener: _socket.socket, selector: selectors.BaseSelector) -> None:
         self._thread_id = native_thread_id()
@@ -145,7 +148,6 @@ class StatusServer:
             self.connections.clear()
             selector.close()
             listener.close()
-            self._close_pipe()
             self._ended.set()
 
     def _accept(self, listener: _socket.socket, selector: selectors.BaseSelector) -> None:

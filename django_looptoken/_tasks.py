@@ -87,9 +87,13 @@ def note(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
     )
 
 
-def site_of(frame: FrameType) -> Site | None:
-    """``frame``'s place, if noting is on (one frame lookup by the caller)."""
-    return (frame.f_code, frame.f_lasti) if NOTE_TASKS else None
+def site_of_caller() -> Site | None:
+    """Where the caller of the function calling this is, if noting is on:
+    one frame lookup (``spawn``'s, whose caller does not wait)."""
+    if not NOTE_TASKS:
+        return None
+    frame = sys._getframe(2)
+    return frame.f_code, frame.f_lasti
 
 
 def caller_of(frames: dict[int, FrameType], code: CodeType, call: object) -> Site | None:
