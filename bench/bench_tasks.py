@@ -3,8 +3,8 @@ caller's line and request), counted exactly under callgrind.
 
 Run it from the repository root (needs ``valgrind``)::
 
-    .venv/bin/python bench/bench_tasks.py            # about four minutes
-    .venv/bin/python bench/bench_tasks.py --quick    # about two minutes
+    .venv/bin/python bench/bench_tasks.py            # about ten minutes
+    .venv/bin/python bench/bench_tasks.py --quick    # about four minutes
 
 The goal is under 5% more per ``await_`` and per ``spawn`` with the notes
 on than off: too small for this shared machine's clock, so instructions are
@@ -14,8 +14,11 @@ the default; off, ``_tasks.NOTE_TASKS = False``), a child process runs the
 operation ``N`` times under callgrind, twice with different ``N``: the
 difference of the two totals over the difference of ``N`` is the cost of
 one call, everything included (both threads, the loop's wake-ups), start-up
-cancelled. The monitor's lag probe ticks on a clock, ~50x more often per
-call under callgrind: ``SLOW_CALLBACK_DURATION`` is 1 s here, as in
+cancelled. Which wake-up path a call takes depends on timing, so one such
+estimate varies by a few thousand instructions from run to run: each mode
+runs three times, alternating, and the ratio is the median of the runs'.
+The monitor's lag probe ticks on a clock, ~50x more often per call under
+callgrind: ``SLOW_CALLBACK_DURATION`` is 1 s here, as in
 ``bench_instructions.py``, so it counts little, and the same in both modes.
 """
 
@@ -25,6 +28,7 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,25 +114,32 @@ def main() -> None:
     if args.child:
         child(args.child, args.mode == "on", args.calls, args.status_dir)
         return
-    low, high = (300, 1300) if args.quick else (500, 3000)
-    print(f"Python {platform.python_version()}, uvloop, {low} and {high} calls per run.\n")
-    print("| operation | notes on, instructions/call | notes off | on / off |")
+    low, high = (300, 1300) if args.quick else (500, 2500)
+    repeats = 2 if args.quick else 3
+    print(
+        f"Python {platform.python_version()}, uvloop; {low} and {high} calls per run, "
+        f"{repeats} runs of each, modes alternating.\n"
+    )
+    print("| operation | notes on, instructions/call | notes off | on / off, median (min-max) |")
     print("|---|---:|---:|---:|")
     verdicts = []
     with tempfile.TemporaryDirectory(prefix="bench-tasks-out-") as tmp:
         for operation in OPERATIONS:
-            per_call = {
-                mode: (
-                    instructions(operation, mode, high, Path(tmp))
-                    - instructions(operation, mode, low, Path(tmp))
-                )
-                / (high - low)
-                for mode in MODES
-            }
-            ratio = per_call["on"] / per_call["off"]
+            per_call: dict[str, list[float]] = {mode: [] for mode in MODES}
+            for _ in range(repeats):
+                for mode in MODES:
+                    high_total = instructions(operation, mode, high, Path(tmp))
+                    low_total = instructions(operation, mode, low, Path(tmp))
+                    per_call[mode].append((high_total - low_total) / (high - low))
+            ratios = sorted(
+                on / off for on, off in zip(per_call["on"], per_call["off"], strict=True)
+            )
+            ratio = statistics.median(ratios)
             verdicts.append((operation, ratio))
             print(
-                f"| `{operation}` | {per_call['on']:,.0f} | {per_call['off']:,.0f} | {ratio:.3f} |"
+                f"| `{operation}` | {statistics.median(per_call['on']):,.0f} "
+                f"| {statistics.median(per_call['off']):,.0f} "
+                f"| {ratio:.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f}) |"
             )
     print()
     for operation, ratio in verdicts:

@@ -87,15 +87,6 @@ def note(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
     )
 
 
-def site_of_caller() -> Site | None:
-    """Where the caller of the function calling this is, if noting is on:
-    one frame lookup (``spawn``'s, whose caller does not wait)."""
-    if not NOTE_TASKS:
-        return None
-    frame = sys._getframe(2)
-    return frame.f_code, frame.f_lasti
-
-
 def caller_of(frames: dict[int, FrameType], code: CodeType, call: object) -> Site | None:
     """The line outside this package that called the call ``call`` whose
     ``code`` (its blocking method) runs on one of ``frames`` (a frame per

@@ -12,6 +12,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import CoroutineType
 from typing import Any, TypeVar, cast
@@ -28,7 +29,7 @@ from django_looptoken._call import (
 from django_looptoken._handback import background_executor, enter_loop_thread
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._runtime import runtime
-from django_looptoken._tasks import Site, site_of_caller
+from django_looptoken._tasks import Site
 from django_looptoken.conf import looptoken_settings, validate_timeout
 
 logger = logging.getLogger("django_looptoken")
@@ -269,7 +270,13 @@ def spawn(awaitable: Awaitable[_T]) -> concurrent.futures.Future[_T]:
         coro.close()
         raise
     future: _SpawnedFuture[_T] = _SpawnedFuture()
-    spawned = _Spawn(run, coro, future, site_of_caller())
+    # Where the caller is, for the task listing: one frame, taken here (a
+    # helper would take one more); the line is worked out when listed.
+    site: Site | None = None
+    if _tasks.NOTE_TASKS:
+        caller = sys._getframe(1)
+        site = caller.f_code, caller.f_lasti
+    spawned = _Spawn(run, coro, future, site)
     # No token is held for the task (shutdown cancels it, it does not wait for
     # it); if the loop stops before the task starts, abort() cancels the future.
     run.start_soon(spawned, spawned.start, spawned.context, coro, "task")
