@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import wait_for_exit
+from tests.support.processes import descendants, wait_for_exit
 
 HANGS = """
 import os, time
@@ -43,7 +45,10 @@ def test_a_process_that_hangs_fails_with_the_stacks_of_it_and_its_children(
         with pytest.raises(AssertionError) as failure:
             wait_for_exit(process, 0.1, stderr_path)
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # the test failed before the dump: stop both, by pid
+            for child in descendants(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
             process.kill()
             process.wait()
         process.stdout.close()
