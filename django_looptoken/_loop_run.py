@@ -100,7 +100,8 @@ class LoopRun:
         # Spawned tasks that only wait for their shutdown_waits_for() work:
         # not cancelled with the rest, so their futures get the work's outcome.
         self.protecting: set[asyncio.Future[Any]] = set()
-        self.background: set[asyncio.Future[Any]] = set()
+        # Spawned tasks (strong refs), each with its spawn (bridge._Spawn).
+        self.background: dict[asyncio.Future[Any], Any] = {}
         # Tasks still running after their timeout and its grace: their callers
         # got TimeoutError (see _call.TIMEOUT_GRACE_SECONDS).
         self.past_timeout: set[asyncio.Future[Any]] = set()

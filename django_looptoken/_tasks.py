@@ -5,12 +5,14 @@ Noted at creation, by the monitor's task factory (``note()``): the time,
 who made it and the request it belongs to, in one tuple on the task; nothing
 that needs a frame object, which costs more than the rest together. Who
 made it (``maker_of_next``, set on the loop thread right before the task is
-made): for ``spawn``, the caller's code and instruction, taken with one
-frame lookup; for ``await_`` and ``await_multiple``, the call itself, whose
-caller is blocked in it while the task is pending, so the listing finds the
+made): for ``await_`` and ``await_multiple``, the call itself, whose caller
+is blocked in it while the task is pending, so the listing finds the
 caller's line on that thread's stack; for a task made by another task, that
 task, weakly (a wrapper of this package, such as ``await_multiple``'s,
-passes on who made it).
+passes on who made it). A spawned task is noted by its spawn (``Spawned``),
+which the loop keeps anyway until the task ends: its caller's code and
+instruction, taken with one frame lookup as it calls, the time, and its
+context, which holds the request; so spawn pays for no tuple on the task.
 
 The listing (``listing()``) is built in the status socket's thread, off the
 loop, so it answers while the loop is blocked: then it says for how long
@@ -50,9 +52,19 @@ class Caller(Protocol):
         (``sys._current_frames()``, off the loop)."""
 
 
-# Who makes the next task (a Site or a Caller): set on the loop thread by
-# spawn, await_ and await_multiple right before they make it; taken by note().
-maker_of_next: Site | Caller | None = None
+class Spawned(Protocol):
+    """A spawn, kept in ``LoopRun.background`` under its task until the task ends."""
+
+    site: Site | None  # None while notes are off
+    made: float  # time.monotonic() when its task was made
+    number: int  # the task's id in the listing
+    context: contextvars.Context  # holds request_label
+
+
+# Who makes the next task (a Caller, or SPAWNED: the spawn notes its task
+# itself): set on the loop thread right before the task is made; taken by note().
+maker_of_next: Caller | object | None = None
+SPAWNED = object()
 
 # Note tasks at all: bench/bench_tasks.py turns it off to measure what it costs.
 NOTE_TASKS = True
@@ -63,6 +75,7 @@ MAX_LISTED = 500
 _PACKAGE = os.path.dirname(__file__) + os.sep
 # A task's id in the listing: short enough to type after --cancel.
 _numbers = itertools.count(1)
+next_number = _numbers.__next__
 
 
 def note(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
@@ -74,6 +87,8 @@ def note(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
         return
     maker: object = maker_of_next
     maker_of_next = None
+    if maker is SPAWNED:
+        return
     if maker is None:
         # A task made by a task, or None. Weakly: a long-lived child must
         # not keep its ended parent's result (and traceback) alive.
@@ -83,7 +98,7 @@ def note(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
         time.monotonic(),
         maker,
         request_label.get(),
-        next(_numbers),
+        next_number(),
     )
 
 
@@ -111,13 +126,25 @@ def caller_of(frames: dict[int, FrameType], code: CodeType, call: object) -> Sit
 Note = tuple[float, "Site | Caller | weakref.ref[asyncio.Task[Any]] | None", "str | None", int]
 
 
+def note_of(task: asyncio.Future[Any], run: LoopRun) -> Note | None:
+    """What was noted of ``task`` when it was made, if anything."""
+    note: Note | None = getattr(task, "_looptoken", None)
+    if note is None:
+        spawned: Spawned | None = run.background.get(task)
+        if spawned is not None and spawned.site is not None:
+            note = (spawned.made, spawned.site, spawned.context.get(request_label), spawned.number)
+    return note
+
+
 def listing(run: LoopRun, blocked_s: float, long_after: float) -> dict[str, Any]:
     """The pending tasks of ``run``, oldest first (at most ``MAX_LISTED``),
     each a dict (see ``describe()``); ``blocked_s``: how long the loop has
     not run (0 if it runs), with the loop thread's stack then."""
     now = time.monotonic()
     running = asyncio.current_task(run.loop) if blocked_s else None
-    pending = sorted((task for task in _all_tasks(run) if not task.done()), key=_made)
+    pending = sorted(
+        (task for task in _all_tasks(run) if not task.done()), key=lambda task: _made(task, run)
+    )
     frames = sys._current_frames()  # the callers blocked in await_, on their threads
     rows = [describe(task, run, now, long_after, task is running, frames) for task in pending]
     return {
@@ -140,7 +167,7 @@ def describe(
     """One task: ``id`` (its number, for ``cancel``), ``coroutine``, ``age_s``, ``long``,
     ``created_at``, ``request``, ``await_chain`` (innermost last),
     ``awaiting``, ``protected`` (by ``shutdown_waits_for``), ``running``."""
-    note: Note | None = getattr(task, "_looptoken", None)
+    note = note_of(task, run)
     chain, awaiting = _await_chain(task.get_coro())
     age = now - note[0] if note is not None else 0.0
     return {
@@ -148,7 +175,7 @@ def describe(
         "coroutine": coroutine_of(task, chain),
         "age_s": round(age, 3),
         "long": age >= long_after,
-        "created_at": _made_at(note[1], frames) if note is not None else None,
+        "created_at": _made_at(note[1], run, frames) if note is not None else None,
         "request": note[2] if note is not None else None,
         "await_chain": [f"{frame['function']} ({frame['at']})" for frame in chain],
         "awaiting": awaiting,
@@ -157,7 +184,7 @@ def describe(
     }
 
 
-def _made_at(maker: object, frames: dict[int, FrameType]) -> str | None:
+def _made_at(maker: object, run: LoopRun, frames: dict[int, FrameType]) -> str | None:
     """Where the task was made: ``file:line in function``, or the task that
     made it (past this package's own wrapper tasks, to who made those)."""
     for _ in range(20):  # wrappers in wrappers, bounded
@@ -166,7 +193,7 @@ def _made_at(maker: object, frames: dict[int, FrameType]) -> str | None:
         parent = maker()
         if parent is None:
             return "by a task that has ended"
-        note: Note | None = getattr(parent, "_looptoken", None)
+        note = note_of(parent, run)
         if not _is_ours(parent):
             return f"by task {note[3] if note else '?'} ({coroutine_of(parent)})"
         maker = note[1] if note is not None else None
@@ -200,16 +227,16 @@ def _name_of(task: asyncio.Task[Any]) -> str:
     return str(getattr(task.get_coro(), "__qualname__", None) or task.get_name())
 
 
-def _made(task: asyncio.Task[Any]) -> float:
+def _made(task: asyncio.Task[Any], run: LoopRun) -> float:
     """Oldest first; tasks made before the monitor noted them come last."""
-    note: Note | None = getattr(task, "_looptoken", None)
+    note = note_of(task, run)
     return note[0] if note is not None else float("inf")
 
 
 def find(run: LoopRun, task_id: int) -> asyncio.Task[Any] | None:
     """The pending task whose ``id`` is ``task_id``, if there is one."""
     for task in _all_tasks(run):
-        note: Note | None = getattr(task, "_looptoken", None)
+        note = note_of(task, run)
         if note is not None and note[3] == task_id and not task.done():
             return task
     return None

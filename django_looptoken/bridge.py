@@ -13,6 +13,7 @@ import contextvars
 import inspect
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import CoroutineType
 from typing import Any, TypeVar, cast
@@ -192,7 +193,9 @@ class _SpawnedFuture(concurrent.futures.Future[_T]):
 
 
 class _Spawn:
-    """A spawned task from the caller's call until it has been created."""
+    """A spawned task from the caller's call until it has ended (kept in
+    ``LoopRun.background`` under its task, where the task listing reads what
+    it noted: see ``_tasks.Spawned``)."""
 
     def __init__(
         self,
@@ -208,6 +211,8 @@ class _Spawn:
         self.started = False
         self.context = contextvars.copy_context()
         self.task: asyncio.Task[Any] | None = None
+        self.made = 0.0
+        self.number = 0
 
     def start(self) -> None:
         run = self.run
@@ -219,13 +224,16 @@ class _Spawn:
         enter_loop_thread(background_executor, self.context)
         # The task runs in the context start() ran in, where Python lets a task
         # be given one: a copy of it would hold the same values.
-        _tasks.maker_of_next = self.site  # for the monitor's task factory
+        if self.site is not None:  # notes are on: the listing reads them here
+            self.made = time.monotonic()
+            self.number = _tasks.next_number()
+        _tasks.maker_of_next = _tasks.SPAWNED  # for the monitor's task factory
         if TASKS_TAKE_A_CONTEXT:
             task = run.loop.create_task(self.coro, context=self.context)
         else:  # pragma: no cover - Python 3.10
             task = run.loop.create_task(self.coro)
         _tasks.maker_of_next = None  # taken, unless no factory of ours ran
-        run.background.add(task)
+        run.background[task] = self
         if getattr(self.coro, "cr_code", None) is _PROTECTED_CODE:
             # spawn(shutdown_waits_for(x)): the task is only x's wrapper, so
             # the sequence leaves it to end with x, and the future gets x's outcome.
@@ -235,7 +243,7 @@ class _Spawn:
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
-        self.run.background.discard(task)
+        self.run.background.pop(task, None)
         if task.cancelled():
             self.future.cancel()
         elif task.exception() is not None:
