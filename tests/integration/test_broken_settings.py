@@ -8,7 +8,9 @@ the text each worker logged once at startup; the workers exit cleanly.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 
 import httpx
@@ -117,6 +119,23 @@ def test_the_same_uwsgi_with_enable_threads_runs_the_loop(launcher: Launcher) ->
         assert client.get("uses-the-loop/").text == "the loop ran"
     assert stop(running) == 0
     assert "Shared loop started" in running.stderr()
+
+
+def test_eventlet_locks_cannot_wake_a_native_thread_which_is_why_it_is_refused() -> None:
+    # What looptoken.E012 stands on, with eventlet alone: if eventlet ever
+    # wakes a native thread waiting for one of its locks, this fails, and the
+    # refusal is to be revisited.
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.integration.eventlet_locks"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"waiting": True, "acquired": False}
+    assert "greenlet.error: Cannot switch to a different thread" in done.stderr
 
 
 def test_eventlet_keeps_the_site_up_and_says_to_serve_with_gevent_or_threads(
