@@ -82,6 +82,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/bench_scaling.py --breakdown --json bench/results/bench_scaling.json
 	$(VENV)/bin/python bench/bench_scaling.py --greenlets --breakdown --json bench/results/bench_scaling_greenlets.json
 	$(VENV)/bin/python bench/bench_gevent.py --json bench/results/bench_gevent.json
+	$(VENV)/bin/python bench/bench_gevent.py --server eventlet --json bench/results/bench_eventlet.json
 	$(VENV)/bin/python bench/bench_e2e.py --json bench/results/bench_e2e.json
 	$(VALGRIND)
 	$(VENV)/bin/python bench/bench_instructions.py

@@ -1,16 +1,18 @@
-"""Benchmark: concurrent requests of one gunicorn gevent worker waiting on the loop.
+"""Benchmark: concurrent requests of one gevent worker (or eventlet server) waiting on the loop.
 
 Run it from the repository root::
 
     .venv/bin/python bench/bench_gevent.py             # 10 rounds
+    .venv/bin/python bench/bench_gevent.py --server eventlet
     .venv/bin/python bench/bench_gevent.py --rounds 2 --requests 50
 
-One worker (``-k gevent --worker-connections 1000``) serves ``bench/gevent_site``:
-each request's greenlet calls ``looptoken.await_`` on a 200 ms coroutine,
-side by side with a view that sleeps 200 ms on gevent's hub alone (the
-floor). Each round sends ``--requests`` requests at once (aiohttp) and times
-the batch; the worker's own ticker greenlet (every 2 ms) reports the hub's
-longest stall in the round. Goal: 200 requests in about 0.2 s, as the
+One gunicorn worker (``-k gevent --worker-connections 1000``), or eventlet's
+WSGI server, serves ``bench/gevent_site``: each request's greenlet calls
+``looptoken.await_`` on a 200 ms coroutine, side by side with a view that
+sleeps 200 ms on the hub alone (the floor). Each round sends
+``--requests`` requests at once (aiohttp) and times the batch; the
+worker's own ticker greenlet (every 2 ms) reports the hub's longest stall
+in the round. Goal: 200 requests in about 0.2 s, as the
 floor, with no stall over 20 ms.
 """
 
@@ -43,13 +45,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_worker(port: int) -> subprocess.Popen[bytes]:
-    """One gunicorn gevent worker serving the bench site; returns once it answers."""
+def start_worker(port: int, server: str) -> subprocess.Popen[bytes]:
+    """One gunicorn gevent worker (or eventlet's server) serving the bench
+    site; returns once it answers."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.gevent_site.settings"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
-    command += ["-k", "gevent", "-w", "1", "--worker-connections", "1000"]
-    command += ["bench.gevent_site.wsgi:application"]
+    if server == "eventlet":
+        command = [sys.executable, "-m", "bench.gevent_site.eventlet_serve", str(port)]
+    else:
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
+        command += ["-k", "gevent", "-w", "1", "--worker-connections", "1000"]
+        command += ["bench.gevent_site.wsgi:application"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -59,7 +65,7 @@ def start_worker(port: int) -> subprocess.Popen[bytes]:
         except httpx.TransportError:
             time.sleep(0.05)  # bounded by the deadline; the port opening is the event
     process.kill()
-    raise RuntimeError("gunicorn did not answer within 30 s")
+    raise RuntimeError(f"{server}'s server did not answer within 30 s")
 
 
 PATHS = {"await_": "sleep/", "hub's own sleep": "hub-sleep/"}
@@ -104,9 +110,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--server", choices=["gevent", "eventlet"], default="gevent")
     args = parser.parse_args()
     port = free_port()
-    worker = start_worker(port)
+    worker = start_worker(port, args.server)
     try:
         results = asyncio.run(measure(port, args.rounds, args.requests))
     finally:
@@ -114,7 +121,7 @@ def main() -> None:
         worker.wait(30)
     python = platform.python_version()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {python}")
-    print(f"{args.requests} requests at once, {args.rounds} rounds")
+    print(f"{args.server}; {args.requests} requests at once, {args.rounds} rounds")
     print("| the request waits with | wall time, median (min-max) | hub's longest stall, max |")
     print("|---|---|---|")
     for name, rows in results.items():
@@ -125,7 +132,7 @@ def main() -> None:
             f"| {max(stalls):.1f} ms |"
         )
     if args.json:
-        report = {"requests": args.requests, "results": results}
+        report = {"server": args.server, "requests": args.requests, "results": results}
         args.json.write_text(json.dumps(report, indent=2))
 
 

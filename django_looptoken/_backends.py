@@ -30,7 +30,17 @@ def resolve_loop_factory(backend: str) -> LoopFactory:
 
     ``auto`` prefers uvloop and falls back to asyncio. Loops are built from
     their classes directly: asyncio's event loop policies are deprecated.
+    Under eventlet the loop is a green thread that must wait in eventlet's
+    hub: ``auto`` and ``asyncio`` give such a loop, and nothing else can.
     """
+    if _greenlets.monkey_patched() == "eventlet":
+        if backend in ("auto", "asyncio"):
+            return _hub_selector_loop
+        raise ImproperlyConfigured(
+            f'LOOPTOKEN["BACKEND"] is {backend!r}, but eventlet monkey-patched this '
+            "process: the loop must wait in eventlet's hub, which only an asyncio loop "
+            'can do here. Use "auto" or "asyncio" (or serve with gevent or threads).'
+        )
     if backend in ("auto", "uvloop"):
         try:
             import uvloop
@@ -70,6 +80,10 @@ def _native_selector_loop() -> asyncio.AbstractEventLoop:
     # hub in the loop's thread: the loop uses the one gevent replaced.
     default_selector = _greenlets.native_selector_class()
     return asyncio.SelectorEventLoop(default_selector())
+
+
+def _hub_selector_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.SelectorEventLoop(_greenlets.hub_loop_selector_class()())
 
 
 def build_loop(backend: str, factory: LoopFactory) -> asyncio.AbstractEventLoop:

@@ -119,7 +119,11 @@ class Call(concurrent.futures.Executor, Generic[_T]):
         run = self._run
         state = caller_state()
         # Before start_soon(): from then on, the loop's end may wake this call.
-        self._waker = pick_waker(alone=not run.pending, greenlet=run.greenlet_callers)
+        # Under eventlet the loop is a green thread of the caller's OS thread:
+        # only a lock (eventlet's) wakes the caller without blocking the hub.
+        self._waker = pick_waker(
+            alone=not run.pending and not run.green_loop, greenlet=run.greenlet_callers
+        )
         try:
             run.start_soon(self, self._start, self._context, self._coro, "call")
             self._serve_until_done()

@@ -6,15 +6,24 @@ every request greenlet would look like the loop's thread. So under gevent
 the loop, and every thread the app starts for it, is a native thread made
 with the functions gevent saved before patching, and a caller greenlet
 waits on its hub, woken through the hub's async watcher (``GreenletWaker``).
-eventlet's primitives cannot be woken from another thread: there the app
-refuses to start a loop (``looptoken.E012``) and keeps serving the pages
-that do not use it.
+
+eventlet's locks cannot be woken from another OS thread, and code on the
+loop's thread takes them (every lock made after patching is eventlet's, a
+logging handler's too), so there the loop is itself a green thread: an
+asyncio loop waiting in eventlet's green ``select`` (``HubSelector``), which
+yields to the hub. Everything then shares one OS thread and eventlet's own
+primitives: the "native" threads, locks and selector of this module are
+eventlet's, as patching left them, which is why eventlet must patch before
+this module is imported.
 """
 
 from __future__ import annotations
 
 import _thread
+import asyncio
+import functools
 import importlib
+import posix
 import selectors
 import sys
 import threading
@@ -49,6 +58,12 @@ def _original(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def patched_too_late() -> bool:
+    """Whether eventlet patched this process after this module took its
+    primitives (so they are the OS's, not eventlet's)."""
+    return monkey_patched() == "eventlet" and _start_new_thread is not _thread.start_new_thread
+
+
 _start_new_thread = _original("_thread", "start_new_thread")
 _allocate_lock = _original("_thread", "allocate_lock")
 _default_selector: type[selectors.BaseSelector] = _original("selectors", "DefaultSelector")
@@ -58,9 +73,60 @@ _default_selector: type[selectors.BaseSelector] = _original("selectors", "Defaul
 native_thread_id: Callable[[], int] = _original("_thread", "get_ident")
 
 
+# os.read and os.write as they were: eventlet's wait in its hub where a
+# non-blocking descriptor has nothing to give (or take), instead of raising.
+read_nowait: Callable[[int, int], bytes] = posix.read
+write_nowait: Callable[[int, bytes], int] = posix.write
+
+
 def native_selector_class() -> type[selectors.BaseSelector]:
-    """``selectors.DefaultSelector`` as it was before any patching."""
+    """``selectors.DefaultSelector`` as it was before gevent's patching; under
+    eventlet's, a selector that waits in eventlet's green ``select``."""
+    if monkey_patched() == "eventlet":
+        return hub_selector_class()
     return _default_selector
+
+
+def waiting_selector_class() -> type[selectors.BaseSelector]:
+    """The selector for a wait of the calling greenlet or thread: under
+    eventlet one that waits in its hub (even if ``selectors`` was imported
+    before the patching), else ``selectors.DefaultSelector`` (gevent's own
+    under gevent)."""
+    if monkey_patched() == "eventlet":
+        return hub_selector_class()
+    return selectors.DefaultSelector
+
+
+@functools.cache
+def hub_selector_class() -> type[selectors.SelectSelector]:
+    """A selector whose waits yield to eventlet's hub (eventlet's ``select``)."""
+    from eventlet.green import select as green_select
+
+    class HubSelector(selectors.SelectSelector):
+        # The one call SelectSelector makes to select.select, whichever
+        # select it found when it was imported.
+        _select = staticmethod(green_select.select)
+
+    return HubSelector
+
+
+@functools.cache
+def hub_loop_selector_class() -> type[selectors.SelectSelector]:
+    """The loop's selector under eventlet: a ``hub_selector_class()`` that,
+    while it waits, leaves no loop running in the OS thread, so the request
+    greenlets the hub runs meanwhile are not taken for the loop's (asyncio's
+    running loop is per OS thread: Django would refuse their ORM calls)."""
+
+    class HubLoopSelector(hub_selector_class()):  # type: ignore[misc]
+        def select(self, timeout: float | None = None) -> Any:
+            loop = asyncio.events._get_running_loop()
+            asyncio.events._set_running_loop(None)
+            try:
+                return super().select(timeout)
+            finally:
+                asyncio.events._set_running_loop(loop)
+
+    return HubLoopSelector
 
 
 def start_native_thread(target: Callable[[], object]) -> None:
@@ -154,3 +220,24 @@ class GreenletWaker:
         finally:
             self._watcher.stop()
         self._woken = False
+
+
+def off_eventlets_main_greenlet() -> bool:
+    """Whether this runs under eventlet in a green thread other than the main
+    greenlet and the hub: there, what a signal handler raises would end that
+    green thread alone (the loop's, one of the app's helpers, whose
+    ``threading`` swallows ``SystemExit``), not the process."""
+    if monkey_patched() != "eventlet":
+        return False
+    from eventlet import greenthread, hubs
+
+    current = greenthread.getcurrent()
+    return current.parent is not None and current is not hubs.get_hub().greenlet
+
+
+def call_in_hub(function: Callable[..., object], *args: object) -> None:
+    """Run ``function(*args)`` in eventlet's hub, soon: what it raises ends
+    the hub's run and is raised in the main greenlet."""
+    from eventlet import hubs
+
+    hubs.get_hub().schedule_call_global(0, function, *args)

@@ -92,6 +92,9 @@ class LoopRun:
         # The process's threads are gevent's greenlets: its callers wait on
         # their hub. Decided once, at the start (gevent patches before that).
         self.greenlet_callers = False
+        # The loop is itself a green thread of eventlet's, on the callers' OS
+        # thread (see _greenlets): callers wait on eventlet's locks.
+        self.green_loop = False
         # Callers blocked in await_ and spawns not started yet: aborted if the
         # loop ends under them, so nobody waits on a loop that is gone.
         self.pending: set[Abortable] = set()
@@ -130,12 +133,14 @@ class LoopRun:
         A failure to start is raised here, in the caller, not lost in the thread.
         """
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.greenlet_callers = _greenlets.monkey_patched() == "gevent"
+        patched = _greenlets.monkey_patched()
+        self.greenlet_callers = patched == "gevent"
+        self.green_loop = patched == "eventlet"
         if self.greenlet_callers:
             # A greenlet would never yield to the hub: a native thread, which
             # has no threading.Thread (self.thread stays None).
             _greenlets.start_native_thread(lambda: self._main(ready))
-        else:
+        else:  # under eventlet, one of its green threads
             self.thread = threading.Thread(
                 target=self._main, args=(ready,), name="looptoken-loop", daemon=True
             )
@@ -240,12 +245,14 @@ class LoopRun:
         # Process-control signals (Ctrl-C, a server's SIGTERM) must reach the
         # main thread: one the kernel gives this thread would not wake a main
         # thread blocked in await_. Threads started from here inherit the mask.
-        signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
+        # (Not a green thread's: its OS thread is the main thread.)
+        if not self.green_loop:
+            signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
         try:
             for hook in started_hooks:
                 self.loop.call_soon(hook, self)
             self.loop.call_soon(ready.set_result, None)
-            self.loop.run_forever()
+            self._run_forever()
         except BaseException as exc:
             if not ready.done():
                 ready.set_exception(exc)
@@ -259,6 +266,21 @@ class LoopRun:
             if not ready.done():
                 ready.set_exception(RuntimeError("the shared loop stopped before it ran"))
             self._finish()
+
+    def _run_forever(self) -> None:
+        while True:
+            try:
+                self.loop.run_forever()
+                return
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if not self.green_loop:
+                    raise
+                # A signal handler ran in the loop's green thread (its OS
+                # thread is the main thread): the exception is the process's,
+                # not the loop's. It goes to the hub, which raises it in the
+                # main greenlet, as eventlet does for its green threads; the
+                # loop runs on to drain.
+                _greenlets.call_in_hub(_raise, exc)
 
     def _clean_up_after_crash(self) -> None:
         # The loop still works: cancel what it held, close its resources and
@@ -294,3 +316,7 @@ class LoopRun:
                 "Something on it does not return (a blocking call in a coroutine?).",
                 timeout + STOP_GRACE_SECONDS,
             )
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc

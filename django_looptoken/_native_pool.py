@@ -11,7 +11,10 @@ is awaited without blocking the loop: ``SHUTDOWN_TIMEOUT`` bounds the exit.
 Under gevent, too, a ``ThreadPoolExecutor`` started from the loop's thread
 would make greenlets on that thread's hub, which never runs while the loop
 does; this pool uses only native locks, so the loop thread can hand it work
-and the caller's future settles from the pool's thread.
+and the caller's future settles from the pool's thread. Under eventlet,
+whose loop is a green thread, the pool's threads and locks are eventlet's
+green ones (see ``_greenlets``), so its work yields to the hub as the
+loop's does.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ request, when:
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import threading
 from threading import get_ident
@@ -38,16 +39,25 @@ class OpenResponse:
     ``ident``; ``routed``: that request pointed ``async_to_sync`` at the shared
     loop (``ASYNC_VIEWS``), which its close puts back."""
 
-    __slots__ = ("ident", "method", "path", "routed", "token")
+    __slots__ = ("ident", "method", "path", "routed", "thread_life", "token")
 
     def __init__(
-        self, token: LoopToken, method: str | None, path: str, ident: int, routed: bool
+        self,
+        token: LoopToken,
+        method: str | None,
+        path: str,
+        ident: int,
+        routed: bool,
+        thread_life: int,
     ) -> None:
         self.token = token
         self.method = method
         self.path = path
         self.ident = ident
         self.routed = routed
+        # Which life of the ident: eventlet's is the id() of a greenlet, which
+        # the next greenlet often reuses.
+        self.thread_life = thread_life
 
     def close(self) -> None:
         """The response was closed (``response.close()`` calls this): release
@@ -77,19 +87,26 @@ _open: dict[int, OpenResponse] = {}
 
 
 class _ThreadEnd:
-    """Kept in a thread-local: dropped, so finalized, when its thread ends."""
+    """Kept in a thread-local: dropped, so finalized, when its thread ends
+    (under eventlet, maybe only once the next green thread uses the local)."""
 
-    __slots__ = ("ident",)
+    __slots__ = ("ident", "life")
 
     def __init__(self) -> None:
         self.ident = threading.get_ident()
+        self.life = next(_lives)
 
     def __del__(self) -> None:
         if _open is None:
             return  # the interpreter is tearing this module down: nothing to release
-        response = _open.pop(self.ident, None)
-        if response is not None:
+        response = _open.get(self.ident)
+        # Not a response of a later thread with the same ident.
+        if response is not None and response.thread_life == self.life:
+            del _open[self.ident]
             response.give_up("as its thread ended")
+
+
+_lives = itertools.count()
 
 
 _thread_end = threading.local()
@@ -111,9 +128,10 @@ def served(
     """Note the thread's response, open until its ``close()``; if the thread
     ends first (ASGI gives each request's sync code a thread of its own), the
     token goes with it."""
-    response = _open[ident] = OpenResponse(token, method, path, ident, routed)
-    if "end" not in _thread_end.__dict__:  # once per thread
-        _thread_end.end = _ThreadEnd()
+    end = _thread_end.__dict__.get("end")
+    if end is None:  # once per thread
+        end = _thread_end.end = _ThreadEnd()
+    response = _open[ident] = OpenResponse(token, method, path, ident, routed, end.life)
     return response
 
 

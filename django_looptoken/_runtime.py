@@ -25,7 +25,7 @@ from django_looptoken import _greenlets, _shutdown, _waiting, signals
 from django_looptoken._backends import build_loop, resolve_loop_factory
 from django_looptoken._loop_run import LoopRun
 from django_looptoken._native_pool import give_native_executor
-from django_looptoken.conf import looptoken_settings
+from django_looptoken.conf import eventlet_async_views_problem, looptoken_settings
 from django_looptoken.exceptions import LoopStoppedError
 
 logger = logging.getLogger("django_looptoken")
@@ -187,6 +187,9 @@ class Runtime:
             type(run.loop).__qualname__,
             os.getpid(),
         )
+        eventlet_problem = eventlet_async_views_problem()
+        if eventlet_problem is not None:
+            logger.warning("%s", eventlet_problem)
         if took_app_token and on_app_token is not None:
             on_app_token()
         run.loop.call_soon_threadsafe(signals.send, signals.loop_started, run.loop)

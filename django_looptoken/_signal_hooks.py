@@ -21,11 +21,11 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from types import FrameType
 from typing import Any
 
+from django_looptoken import _greenlets
 from django_looptoken._runtime import runtime
 from django_looptoken._uvicorn import forget_captured_signal
 
@@ -56,14 +56,19 @@ def install() -> None:
     Ignored signals stay ignored, and handlers set from C (``None``) are left
     alone, since they cannot be chained from Python.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return
     for signum in HANDLED_SIGNALS:
         current = signal.getsignal(signum)
         if current is _on_signal or current is None or current == signal.SIG_IGN:
             continue
-        _previous[signum] = current
-        signal.signal(signum, _on_signal)
+        _previous[signum] = current  # first: the signal may come right after
+        try:
+            signal.signal(signum, _on_signal)
+        except ValueError:
+            # Not the main OS thread, the only one that may set handlers (a
+            # test of threading.main_thread() would miss it under eventlet,
+            # whose main thread is another object).
+            del _previous[signum]
+            return
 
 
 def hold_during_the_exit_drain() -> None:
@@ -78,6 +83,13 @@ def hold_during_the_exit_drain() -> None:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     global _stop_signal_at
+    if _greenlets.off_eventlets_main_greenlet():
+        # Under eventlet a handler runs in whichever green thread runs. Not
+        # in the loop's, where its exit would end the task running (maybe
+        # protected work), nor in a helper's, which would swallow it: in the
+        # hub, which raises it in the main greenlet.
+        _greenlets.call_in_hub(_on_signal, signum, frame)
+        return
     if _stop_signal_at is None:
         _stop_signal_at = time.monotonic()
     previous = _previous.get(signum, signal.SIG_DFL)

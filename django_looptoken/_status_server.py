@@ -31,7 +31,9 @@ from django_looptoken._greenlets import (
     NativeEvent,
     native_selector_class,
     native_thread_id,
+    read_nowait,
     start_thread,
+    write_nowait,
 )
 from django_looptoken._status_socket import make_dir, socket_path
 
@@ -119,7 +121,7 @@ class StatusServer:
         if self._wake_write < 0:
             return  # never served
         with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"!")
+            write_nowait(self._wake_write, b"!")
         if self._thread_id != native_thread_id():
             self._ended.wait(JOIN_SECONDS)
         # Closed here, not by the thread: a descriptor closed under this
@@ -179,7 +181,7 @@ class StatusServer:
                 connection.waits_to_write = True
                 selector.modify(connection.sock, selectors.EVENT_WRITE, connection)
         with contextlib.suppress(OSError):
-            os.read(self._wake_read, 64)  # close()'s wake-up, if it was one
+            read_nowait(self._wake_read, 64)  # close()'s wake-up, if it was one
 
     def _respond(self, line: bytes) -> dict[str, Any]:
         try:

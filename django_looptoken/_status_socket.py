@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from django_looptoken._greenlets import waiting_selector_class
+
 logger = logging.getLogger("django_looptoken")
 
 # The client's bound on one answer (a status line is a few KiB; a task
@@ -417,7 +419,7 @@ def ask_all(
     line = request_line(request)
     queries = [_Query(path, line) for path in paths]
     waiting_to_connect: list[_Query] = []
-    with selectors.DefaultSelector() as selector:
+    with waiting_selector_class()() as selector:
         try:
             for query in queries:
                 if query.connect():

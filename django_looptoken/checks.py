@@ -21,7 +21,12 @@ from django.middleware.locale import LocaleMiddleware
 from django.utils.module_loading import import_string
 
 from django_looptoken._server_deadline import configured_gunicorn_grace
-from django_looptoken.conf import Problem, looptoken_settings, status_dir_problems
+from django_looptoken.conf import (
+    Problem,
+    eventlet_async_views_problem,
+    looptoken_settings,
+    status_dir_problems,
+)
 
 MIDDLEWARE_PATH = "django_looptoken.middleware.LoopTokenMiddleware"
 
@@ -98,6 +103,11 @@ def settings_warnings() -> list[CheckMessage]:
                 "SHUTDOWN_TIMEOUT, or lower SHUTDOWN_TIMEOUT.",
                 id="looptoken.W007",
             )
+        )
+    eventlet_problem = eventlet_async_views_problem()
+    if eventlet_problem is not None:
+        warnings.append(
+            Warning(eventlet_problem.msg, hint=eventlet_problem.hint, id=eventlet_problem.id)
         )
     for problem in status_dir_problems(conf.STATUS_DIR):
         warnings.append(Warning(problem.msg, hint=problem.hint, id=problem.id))

@@ -264,15 +264,15 @@ def status_dir_problems(configured: str | None) -> list[Problem]:
 
 def server_problems() -> list[Problem]:
     """What in the server this process runs in keeps the loop from working."""
-    if _greenlets.monkey_patched() == "eventlet":
+    if _greenlets.patched_too_late():
         return [
             Problem(
                 "looptoken.E012",
-                "eventlet monkey-patched this process: its threads are greenlets, and "
-                "eventlet's locks cannot be woken from the loop's native thread.",
-                "Serve this project with gevent (gunicorn --worker-class gevent, Celery "
-                "-P gevent) or with threads: gunicorn --worker-class gthread --threads N, "
-                "uWSGI, or Celery's prefork or threads pool.",
+                "eventlet monkey-patched this process after django_looptoken was "
+                "imported: the loop would be an OS thread, and eventlet's locks "
+                "cannot be woken from one.",
+                "Call eventlet.monkey_patch() first thing in the program, before "
+                "Django or this app is imported (Celery -P eventlet does).",
             )
         ]
     if _uwsgi.threads_off():
@@ -288,14 +288,32 @@ def server_problems() -> list[Problem]:
     return []
 
 
+def eventlet_async_views_problem() -> Problem | None:
+    """Under eventlet with ``ASYNC_VIEWS`` off, what becomes of async views."""
+    if _greenlets.monkey_patched() != "eventlet" or looptoken_settings.ASYNC_VIEWS:
+        return None
+    return Problem(
+        "looptoken.W008",
+        "ASYNC_VIEWS is off under eventlet: Django runs each async view on an event "
+        "loop of its own, in a green thread on the shared loop's OS thread, where each "
+        "loop takes the other for the running one and the view fails.",
+        'Set LOOPTOKEN["ASYNC_VIEWS"] = True (the default): async views then run on '
+        "the shared loop.",
+    )
+
+
 # The problems of the server rather than of the setting.
-SERVER_PROBLEMS = frozenset({"looptoken.E011", "looptoken.E012"})
+SERVER_PROBLEMS = {
+    "looptoken.E011": "this server runs no threads",
+    "looptoken.E012": "eventlet patched this process too late",
+}
 
 
 def problems_text(problems: list[Problem]) -> str:
     """The one message for invalid settings: logged once at startup, raised at each use."""
-    server_only = all(problem.id in SERVER_PROBLEMS for problem in problems)
-    cause = "this server runs no threads" if server_only else "the LOOPTOKEN setting is invalid"
+    causes = {SERVER_PROBLEMS.get(problem.id) for problem in problems}
+    cause = causes.pop() if len(causes) == 1 else None
+    cause = cause or "the LOOPTOKEN setting is invalid"
     return (
         f"The shared loop cannot start: {cause} "
         "(pages that do not use the loop are served as usual).\n"

@@ -9,6 +9,7 @@ urlpatterns = [
     *server_urlpatterns,
     path("lifecycle/loop/", views.loop_here),
     path("lifecycle/drain/<str:name>/", views.drain),
+    path("lifecycle/busy-protected/<str:name>/", views.busy_protected),
     path("lifecycle/spawn-sync/<int:calls>/", views.spawn_sync),
     path("lifecycle/unprotected/", views.unprotected),
     path("lifecycle/stuck/", views.stuck),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from pathlib import Path
 
 from asgiref.sync import sync_to_async
@@ -56,6 +57,33 @@ async def drain(request: HttpRequest, name: str) -> JsonResponse:
     seconds = float(request.GET.get("seconds", "1"))
     looptoken.spawn(looptoken.shutdown_waits_for(finish_later(name, seconds)))
     await asyncio.sleep(0.5)
+    return JsonResponse({"pid": os.getpid()})
+
+
+def busy_then_finish(name: str, seconds: float) -> None:
+    """Write marker ``busy-<name>``, then keep this thread busy (no wait) for
+    ``seconds``, then write ``done-<name>``."""
+    mark(f"busy-{name}")
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+    mark(f"done-{name}")
+
+
+async def busy_on_the_loop(name: str, seconds: float) -> None:
+    busy_then_finish(name, seconds)
+
+
+async def busy_in_the_executor(name: str, seconds: float) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, busy_then_finish, name, seconds)
+
+
+def busy_protected(request: HttpRequest, name: str) -> JsonResponse:
+    """Leave protected work that keeps the loop's thread busy for 2 s
+    (``?seconds=``), or a thread of its executor (``?in=executor``)."""
+    seconds = float(request.GET.get("seconds", "2"))
+    work = busy_in_the_executor if request.GET.get("in") == "executor" else busy_on_the_loop
+    looptoken.spawn(looptoken.shutdown_waits_for(work(name, seconds)))
     return JsonResponse({"pid": os.getpid()})
 
 

@@ -1,8 +1,13 @@
-"""Under a real gunicorn gevent worker: every request is a greenlet of one OS
-thread, the loop runs in a native thread, and callers wait on the hub."""
+"""Under a real gunicorn gevent worker, and eventlet's WSGI server: every
+request is a greenlet of one OS thread. Under gevent the loop runs in a
+native thread and callers wait on the hub; under eventlet the loop is a
+green thread that waits in the hub."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.integration.test_gunicorn_requests import checked_server
-from tests.support.processes import Server
+from tests.integration.test_gunicorn_requests import EVENTLET, REQUESTS, checked_server
+from tests.support.processes import ROOT, Server
 
 GEVENT = ("--worker-class", "gevent", "--worker-connections", "200")
 
@@ -22,14 +27,15 @@ PRELOAD = ("--preload", "--config", "python:tests.integration.gevent_config")
 
 @pytest.fixture(
     scope="module",
-    params=[((), {}), (PRELOAD, {}), ((), {"LOOPTOKEN_TEST_BACKEND": "asyncio"})],
-    ids=["", "preload", "asyncio-backend"],
+    params=[((), {}), (PRELOAD, {}), ((), {"LOOPTOKEN_TEST_BACKEND": "asyncio"}), (None, {})],
+    ids=["", "preload", "asyncio-backend", "eventlet"],
 )
 def server(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
     options, env = request.param
-    with checked_server(tmp_path_factory, (*GEVENT, *options), **env) as server:
+    worker = EVENTLET if options is None else (*GEVENT, *options)
+    with checked_server(tmp_path_factory, worker, **env) as server:
         yield server
 
 
@@ -77,9 +83,87 @@ def test_orm_calls_commit_with_the_requests_transaction(server: Server) -> None:
         assert client.get(f"orm/count/{name}/").json() == {"count": 1}
 
 
-def test_executor_work_runs_in_native_threads(server: Server) -> None:
-    # A thread the loop's thread started would be a greenlet on its hub,
-    # which never runs while the loop does: the view would never answer.
+def test_the_server_closes_each_response_and_no_other_is_taken_for_it(server: Server) -> None:
+    # A connection each, so a greenlet each: under eventlet a new greenlet
+    # often has the id (its threading ident) of one that just ended, whose
+    # end must not give up the new one's open response as its own.
+    for _ in range(5):
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("where/plain/").json()["on_shared_loop"]
+    assert "was never closed" not in server.stderr()
+
+
+def test_a_child_process_a_request_runs_starts_no_loop_and_the_request_goes_on(
+    server: Server,
+) -> None:
+    # Forked (by the patched subprocess, which runs the after-fork hooks) from
+    # a worker whose app holds a token, the child would start a loop, and its
+    # status socket, before its exec: a socket nothing removes, a "running"
+    # process in loopstatus until a listing finds it stale.
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(3):
+            answer = client.get("run-a-child/").json()
+            assert answer["child"] == "child"
+            assert answer["found"]
+            assert answer["sockets_left"] == []
+        assert client.get("where/decorated/").json()["on_shared_loop"]  # the worker's own loop
+
+
+def test_spawned_tasks_orm_calls_run_in_one_background_thread_and_leak_no_connection(
+    server: Server,
+) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        report = client.get("orm/spawn/50/").json()
+    assert report["calls"] == 50
+    assert len(report["threads"]) == 1
+    # One real connection during each call (the background thread's), none after.
+    assert report["during"] == [report["before"] + 1]
+    assert report["after"] == report["before"]
+
+
+def test_executor_work_runs_off_the_loops_thread(server: Server) -> None:
+    # Under gevent, a thread the loop's thread started would be a greenlet on
+    # its hub, which never runs while the loop does: the view would never
+    # answer. Under eventlet, executor threads are green threads of the hub.
     with httpx.Client(base_url=server.url, timeout=30) as client:
         threads = client.get("in-executors/").json()
-    assert threads["loop"] not in threads["executors"]
+    assert threads["loop_thread"] not in threads["executor_threads"]
+    if not under_eventlet(server):  # gevent's: OS threads
+        assert threads["loop"] not in threads["executors"]
+
+
+def under_eventlet(server: Server) -> bool:
+    """Whether ``server`` is eventlet's WSGI server (the rest are gevent's)."""
+    return "tests.integration.eventlet_server" in server.process.args
+
+
+def test_under_eventlet_async_views_off_is_named_at_start_and_by_the_checks(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # asgiref would run each async view on a loop of its own, in a green
+    # thread next to the shared loop: each takes the other for the running one.
+    off = {"LOOPTOKEN_TEST_ASYNC_VIEWS": "off"}
+    warning = "looptoken.W008: ASYNC_VIEWS is off under eventlet"
+    with checked_server(tmp_path_factory, EVENTLET, **off) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("where/decorated/").json()["on_shared_loop"]  # await_ works
+        assert warning in server.stderr()
+    patched = _check("import eventlet; eventlet.monkey_patch(); ", **off)
+    assert "(looptoken.W008) ASYNC_VIEWS is off under eventlet" in patched
+    assert "looptoken.W008" not in _check("", **off)
+
+
+def _check(prelude: str, **env: str) -> str:
+    """``manage.py check`` with the request tests' settings (and ``env``),
+    after ``prelude``; what it wrote to stderr."""
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": REQUESTS, **env}
+    environment["PYTHONWARNINGS"] = "ignore"
+    command = [sys.executable, "-c", prelude + CHECK]
+    done = subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+CHECK = "from django.core.management import execute_from_command_line as run; run(['', 'check'])"

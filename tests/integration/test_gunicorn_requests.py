@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import NOISE, ROOT, Launcher, Server, stop
+from tests.support.processes import NOISE, ROOT, Launcher, Server, free_port, stop
 from tests.testapp import debug_page, events
 from tests.testapp import views as testapp_views
 
@@ -24,13 +24,16 @@ REQUESTS = "tests.integration.requests_settings"
 ASYNC_ONLY_MIDDLEWARE = {"LOOPTOKEN_TEST_ASYNC_ONLY_MIDDLEWARE": "1"}
 ASYNC_VIEWS_OFF = {"LOOPTOKEN_TEST_ASYNC_VIEWS": "off", **ASYNC_ONLY_MIDDLEWARE}
 GTHREAD = ("--worker-class", "gthread", "--threads", "4")
+# Not gunicorn's (it has no eventlet worker): eventlet's own WSGI server.
+EVENTLET = ("eventlet",)
 
 
 @contextmanager
 def serve(workdir: Path, worker: tuple[str, ...] = GTHREAD, **env: str) -> Iterator[Server]:
-    """gunicorn (1 ``worker``, by default gthread with 4 threads) with the
-    request tests' settings (and ``env``) on a fresh database in ``workdir``;
-    stopped by its pid when the block ends."""
+    """gunicorn (1 ``worker``, by default gthread with 4 threads; or, for
+    ``EVENTLET``, eventlet's own WSGI server) with the request tests'
+    settings (and ``env``) on a fresh database in ``workdir``; stopped by
+    its pid when the block ends."""
     settings = REQUESTS
     db = {"LOOPTOKEN_TEST_DB": str(workdir / "db.sqlite3"), **env}
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, **db}
@@ -39,6 +42,11 @@ def serve(workdir: Path, worker: tuple[str, ...] = GTHREAD, **env: str) -> Itera
     assert done.returncode == 0, done.stderr.decode()
     launcher = Launcher(workdir)
     try:
+        if worker == EVENTLET:
+            port = free_port()
+            command = [sys.executable, "-m", "tests.integration.eventlet_server", str(port)]
+            yield launcher.launch("eventlet", command, port=port, settings=settings, extra_env=db)
+            return
         yield launcher.gunicorn(
             *worker,
             "--workers",

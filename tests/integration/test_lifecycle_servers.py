@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -88,6 +89,82 @@ def test_waitress_second_sigterm_does_not_cut_the_drain(
     assert "SIGTERM again while draining: the drain goes on" in server.stderr()
     assert "Interrupted while draining" not in server.stderr()
     assert_quiet(server.stderr())
+
+
+# -- eventlet's WSGI server ------------------------------------------------------------
+
+
+def _eventlet(launcher: Launcher, markers: Path, shutdown_timeout: float, *options: str) -> Server:
+    port = free_port()
+    return launcher.launch(
+        "eventlet",
+        [sys.executable, "-m", "tests.integration.eventlet_server", str(port), *options],
+        port=port,
+        settings=LIFECYCLE,
+        extra_env=_env(markers, shutdown_timeout),
+    )
+
+
+def test_eventlet_drains_requests_and_protected_work_on_sigterm(
+    launcher: Launcher, markers: Path
+) -> None:
+    # The loop is a green thread of the process's one OS thread, where
+    # SIGTERM's handler runs too: in whichever green thread runs, never in
+    # the loop's, where its SystemExit would end a (protected) task.
+    shutdown_timeout = 5.0
+    server = _eventlet(launcher, markers, shutdown_timeout)
+    count = 40
+    limits = httpx.Limits(max_connections=count)
+    with (
+        httpx.Client(base_url=server.url, timeout=30, limits=limits) as client,
+        ThreadPoolExecutor(count) as pool,
+    ):
+        answers = [pool.submit(client.get, f"lifecycle/drain/{n}/") for n in range(count)]
+        wait_until(lambda: len(list(markers.glob("started-*"))) == count, "the requests to start")
+        began = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        responses = [answer.result() for answer in answers]
+    assert [response.status_code for response in responses] == [200] * count
+    assert stop(server, timeout=60) == 0  # eventlet's server returns on SystemExit
+    assert time.monotonic() - began < shutdown_timeout + 2
+    done = sorted(path.name for path in markers.glob("done-*"))
+    assert done == sorted(f"done-{n}" for n in range(count))
+    assert "SIGTERM: exiting after the shared loop drains" in server.stderr()
+    assert_quiet(server.stderr())
+
+
+@pytest.mark.parametrize("where", ["loop", "executor"])
+def test_eventlet_sigterm_while_protected_work_runs_ends_the_process_not_the_work(
+    launcher: Launcher, markers: Path, where: str
+) -> None:
+    # The protected work keeps the loop's green thread running (no await),
+    # or one of its executor's, so SIGTERM's handler runs there: its
+    # SystemExit must not end the work (the loop's), nor be swallowed by
+    # the thread (the executor's), but end the server, then drain.
+    server = _eventlet(launcher, markers, 10.0)
+    url = f"{server.url}lifecycle/busy-protected/b/?in={where}"
+    httpx.get(url, timeout=10).raise_for_status()
+    wait_until(lambda: (markers / "busy-b").exists(), "the protected work to keep the loop busy")
+    assert stop(server, timeout=60) == 0
+    assert (markers / "done-b").exists()
+    assert "SIGTERM: exiting after the shared loop drains" in server.stderr()
+    assert_quiet(server.stderr())
+
+
+def test_eventlet_a_handler_set_after_the_app_that_exits_on_the_loop_ends_the_process(
+    launcher: Launcher, markers: Path
+) -> None:
+    # A handler the app did not wrap raises in the loop's green thread: the
+    # exit is the process's, not the loop's, which must not die of it (its
+    # thread died: a fresh loop, and no exit), but drain.
+    server = _eventlet(launcher, markers, 10.0, "own-sigterm")
+    httpx.get(server.url + "lifecycle/busy-protected/b/", timeout=10).raise_for_status()
+    wait_until(lambda: (markers / "busy-b").exists(), "the protected work to keep the loop busy")
+    assert stop(server, timeout=60) == 0
+    stderr = server.stderr()
+    assert "Process exiting: draining the shared loop" in stderr
+    assert "Shared loop stopped" in stderr
+    assert "thread died" not in stderr, stderr
 
 
 # -- runserver with its autoreloader ------------------------------------------------------

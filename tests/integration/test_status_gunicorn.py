@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,11 @@ from tests.integration.status_servers import (
     SETTINGS,
     StatusServer,
     held_requests,
+    settings_env,
 )
 from tests.integration.status_servers import status_gunicorn as status_gunicorn  # the fixture
 from tests.status_worker import socket_of
-from tests.support.processes import DEADLINE_S, NOISE, parent_of, stop
+from tests.support.processes import DEADLINE_S, NOISE, Launcher, free_port, parent_of, stop
 
 WORKERS = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 HELD = 4
@@ -254,3 +256,31 @@ def test_a_scrape_of_either_worker_reports_both_and_counters_grow(
     timed = "looptoken_await_duration_seconds_count"
     assert sum(after[timed].values()) - sum(before[timed].values()) >= 6
     assert stop(server.server) == 0
+
+
+def test_an_eventlet_servers_loop_is_listed_and_its_tasks_too(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    # Under eventlet the status socket's thread is a green thread, answering
+    # whenever the loop waits in the hub.
+    status_dir = tmp_path / "status"
+    env = settings_env(status_dir)
+    port = free_port()
+    command = [sys.executable, "-m", "tests.integration.eventlet_server", str(port)]
+    running = launcher.launch("eventlet", command, port=port, settings=SETTINGS, extra_env=env)
+    server = StatusServer(running, status_dir, env)
+    with held_requests(server, tmp_path, 3):
+        (status,) = server.wait_for_workers(1)
+        assert status["pid"] == running.process.pid
+        assert status["state"] == "running"
+        assert status["tokens"] >= 4  # the app's, and one per held request
+        tasks = server.loopstatus("--tasks", "--pid", str(running.process.pid), "--json")
+        assert tasks.returncode == 0, tasks.stderr
+        (listing,) = json.loads(tasks.stdout)["processes"]
+        assert listing["total"] >= 3
+        # A request greenlet asks its own process's status thread, which
+        # answers only if the asking yields to the hub.
+        scraped = _scrape(server)
+        assert scraped["looptoken_loop_running"] == {running.process.pid: 1}
+        assert scraped["looptoken_loop_tokens"][running.process.pid] >= status["tokens"]
+    assert stop(running) == 0

@@ -111,8 +111,12 @@ def _send(celery_app: object, names: list[str], seconds: float = 1.0) -> None:
 
 @pytest.mark.parametrize(
     ("pool", "in_children"),
-    [(("-P", "prefork", "-c", "2"), True), (("-P", "gevent", "-c", "10"), False)],
-    ids=["prefork", "gevent"],
+    [
+        (("-P", "prefork", "-c", "2"), True),
+        (("-P", "gevent", "-c", "10"), False),
+        (("-P", "eventlet", "-c", "10"), False),
+    ],
+    ids=["prefork", "gevent", "eventlet"],
 )
 def test_celery_pools_drain_protected_work_on_sigterm(
     celery_app: object,
@@ -122,7 +126,7 @@ def test_celery_pools_drain_protected_work_on_sigterm(
     in_children: bool,
 ) -> None:
     # prefork runs the tasks in children that billiard ends with os._exit();
-    # gevent in the worker's own greenlets, drained at its exit.
+    # gevent and eventlet in the worker's own greenlets, drained at its exit.
     worker = celery_worker(*pool)
     names = ["a", "b", "c", "d"]
     _send(celery_app, names)
@@ -185,34 +189,21 @@ def test_async_celery_tasks_share_one_pooled_client(
     assert_quiet(worker.stderr())
 
 
-def test_a_celery_gevent_pool_runs_async_tasks_on_one_shared_loop(
-    celery_app: object, celery_worker: Callable[..., Server], upstream_url: str
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_a_celery_greenlet_pool_runs_async_tasks_on_one_shared_loop(
+    celery_app: object, celery_worker: Callable[..., Server], upstream_url: str, pool: str
 ) -> None:
-    # Celery monkey-patches a gevent pool's worker before it loads Django;
-    # the loop runs in a native thread, the tasks' greenlets wait on the hub.
-    worker = celery_worker("-P", "gevent", "-c", "10")
+    # Celery monkey-patches a gevent or eventlet pool's worker before it
+    # loads Django; under gevent the loop runs in a native thread and the
+    # tasks' greenlets wait on the hub, under eventlet it is a green thread.
+    worker = celery_worker("-P", pool, "-c", "10")
     send = celery_app.send_task  # type: ignore[attr-defined]
     # One after another: tasks at once would each need a connection.
     peers = [send("fetch_peer", (upstream_url,)).get(timeout=30) for _ in range(3)]
     assert len(set(peers)) == 1, peers  # one pooled connection for the three tasks
+    assert [send("own_pid").get(timeout=30) for _ in range(2)] == [worker.process.pid] * 2
     assert stop_process(worker.process, stderr_path=worker.stderr_path) == 0
     assert_quiet(worker.stderr())
-
-
-def test_a_celery_eventlet_pool_runs_the_tasks_that_do_not_use_the_loop(
-    celery_app: object, celery_worker: Callable[..., Server], upstream_url: str
-) -> None:
-    # eventlet is refused (looptoken.E012): its locks cannot be woken from the
-    # loop's native thread. Tasks that do not use the loop run as without the app.
-    worker = celery_worker("-P", "eventlet", "-c", "10")
-    send = celery_app.send_task  # type: ignore[attr-defined]
-    assert [send("own_pid").get(timeout=30) for _ in range(3)] == [worker.process.pid] * 3
-    with pytest.raises(Exception, match=r"looptoken\.E012: eventlet monkey-patched this process"):
-        send("fetch_peer", (upstream_url,)).get(timeout=30)
-    assert stop_process(worker.process, stderr_path=worker.stderr_path) == 0
-    stderr = worker.stderr()
-    assert "looptoken.E012" in stderr
-    assert "Shared loop started" not in stderr
 
 
 # -- RQ ---------------------------------------------------------------------------

@@ -24,4 +24,5 @@ urlpatterns = [
     path("orm/spawn/<int:tasks>/", views.spawn_orm),
     path("together/<int:count>/", views.together),
     path("in-executors/", views.in_executors),
+    path("run-a-child/", views.run_a_child),
 ]

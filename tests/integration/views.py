@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes.util
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +19,8 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 import django_looptoken as looptoken
+from django_looptoken._status_socket import status_dir
+from django_looptoken.conf import looptoken_settings
 from tests.testapp import events
 from tests.testapp import views as testapp_views
 from tests.testapp.fds import database_fds
@@ -244,8 +249,35 @@ async def together(request: HttpRequest, count: int) -> JsonResponse:
 
 @looptoken.runs_async
 async def in_executors(request: HttpRequest) -> JsonResponse:
-    """Which OS threads run the loop's default executor's work and asgiref's
-    non-thread-sensitive work, and which runs the loop."""
-    in_default = await asyncio.get_running_loop().run_in_executor(None, threading.get_native_id)
-    in_asgiref = await sync_to_async(threading.get_native_id, thread_sensitive=False)()
-    return JsonResponse({"executors": [in_default, in_asgiref], "loop": threading.get_native_id()})
+    """Which threads run the loop's default executor's work and asgiref's
+    non-thread-sensitive work, and which runs the loop: OS threads (native),
+    and as ``threading`` names them (green threads under eventlet)."""
+
+    def both() -> tuple[int, int]:
+        return threading.get_native_id(), threading.get_ident()
+
+    in_default = await asyncio.get_running_loop().run_in_executor(None, both)
+    in_asgiref = await sync_to_async(both, thread_sensitive=False)()
+    return JsonResponse(
+        {
+            "executors": [in_default[0], in_asgiref[0]],
+            "loop": threading.get_native_id(),
+            "executor_threads": [in_default[1], in_asgiref[1]],
+            "loop_thread": threading.get_ident(),
+        }
+    )
+
+
+def run_a_child(request: HttpRequest) -> JsonResponse:
+    """Run a short child process, as libraries do (``ctypes.util.find_library``
+    runs ``ldconfig``), and say whether the child, forked from this worker,
+    left a status socket behind: one made in the after-fork hook, before the
+    child's exec, which nothing removes."""
+    found = ctypes.util.find_library("c")
+    child = subprocess.Popen(
+        [sys.executable, "-c", "print('child')"], stdout=subprocess.PIPE, text=True
+    )
+    output, _ = child.communicate(timeout=30)
+    directory = status_dir(looptoken_settings.STATUS_DIR)
+    left = [name for name in os.listdir(directory) if name.startswith(f"{child.pid}.")]
+    return JsonResponse({"found": found, "child": output.strip(), "sockets_left": left})
