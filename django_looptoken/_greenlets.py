@@ -235,6 +235,13 @@ def off_eventlets_main_greenlet() -> bool:
     return current.parent is not None and current is not hubs.get_hub().greenlet
 
 
+def current_greenlet() -> Any:
+    """The calling green thread, under eventlet."""
+    from eventlet import greenthread
+
+    return greenthread.getcurrent()
+
+
 def call_in_hub(function: Callable[..., object], *args: object) -> None:
     """Run ``function(*args)`` in eventlet's hub, soon: what it raises ends
     the hub's run and is raised in the main greenlet."""

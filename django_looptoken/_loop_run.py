@@ -8,10 +8,12 @@ import contextlib
 import contextvars
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from types import FrameType
 from typing import Any, Protocol
 
 from django_looptoken import _greenlets, _waiting
@@ -89,6 +91,9 @@ class LoopRun:
         self.started_at = time.monotonic()
         self.thread: threading.Thread | None = None
         self.thread_id: int | None = None
+        # Under eventlet, the loop's green thread (greenlet), whose frame is
+        # not among sys._current_frames().
+        self._green_thread: Any = None
         # The process's threads are gevent's greenlets: its callers wait on
         # their hub. Decided once, at the start (gevent patches before that).
         self.greenlet_callers = False
@@ -150,6 +155,12 @@ class LoopRun:
         while True:
             with contextlib.suppress(concurrent.futures.TimeoutError):
                 return ready.result(_waiting.SIGNAL_CHECK_SECONDS)
+
+    def current_frame(self) -> FrameType | None:
+        """The frame the loop's thread is in now (None once it has ended)."""
+        if self._green_thread is not None:
+            return self._green_thread.gr_frame  # type: ignore[no-any-return]
+        return sys._current_frames().get(self.thread_id) if self.thread_id is not None else None
 
     def on_loop_thread(self) -> bool:
         """Whether the calling thread is this loop's thread."""
@@ -246,7 +257,9 @@ class LoopRun:
         # main thread: one the kernel gives this thread would not wake a main
         # thread blocked in await_. Threads started from here inherit the mask.
         # (Not a green thread's: its OS thread is the main thread.)
-        if not self.green_loop:
+        if self.green_loop:
+            self._green_thread = _greenlets.current_greenlet()
+        else:
             signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
         try:
             for hook in started_hooks:

@@ -53,10 +53,9 @@ class Monitor:
         self.probe = LagProbe(
             run.loop, probe_interval(conf.SLOW_CALLBACK_DURATION), conf.SLOW_CALLBACK_DURATION
         )
-        assert run.thread_id is not None
         self.watcher = Watcher(
             self.probe,
-            run.thread_id,
+            run.current_frame,
             slow_after=conf.SLOW_CALLBACK_DURATION,
             stall_after=conf.WATCHDOG_SECONDS,
             alive=lambda: not run.finished,

@@ -299,7 +299,7 @@ def _qualname(code: CodeType) -> str:
 
 
 def _loop_stack(run: LoopRun) -> list[str]:
-    frame = sys._current_frames().get(run.thread_id) if run.thread_id is not None else None
+    frame = run.current_frame()
     if frame is None:
         return []
     return [line.rstrip() for line in traceback.format_stack(frame)]

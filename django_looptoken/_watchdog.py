@@ -57,7 +57,7 @@ class Watcher:
     def __init__(
         self,
         heartbeat: Heartbeat,
-        loop_thread_id: int,
+        loop_frame: Callable[[], FrameType | None],
         *,
         slow_after: float,
         stall_after: float | None,
@@ -67,7 +67,7 @@ class Watcher:
         self.slow_callbacks = 0
         self.stalls = 0
         self._heartbeat = heartbeat
-        self._loop_thread_id = loop_thread_id
+        self._frame = loop_frame  # where the loop's thread is now
         self._slow_after = slow_after
         self._stall_after = stall_after
         self._alive = alive
@@ -155,9 +155,6 @@ class Watcher:
             culprit,
         )
 
-    def _frame(self) -> FrameType | None:
-        return sys._current_frames().get(self._loop_thread_id)
-
     def _culprit(self) -> str:
         """Name what the loop thread runs: the outermost frame that is not the
         loop's machinery (the callback or coroutine), and where it is now."""
@@ -192,7 +189,15 @@ class Watcher:
 
 
 def _is_machinery(frame: FrameType) -> bool:
-    return frame.f_code.co_filename.startswith(_MACHINERY)
+    return frame.f_code.co_filename.startswith(_MACHINERY + _eventlets())
+
+
+def _eventlets() -> tuple[str, ...]:
+    # Under eventlet the loop's thread starts in eventlet's code (a green
+    # thread), and a call eventlet patched ends in it (its hub).
+    eventlet = sys.modules.get("eventlet")
+    where = getattr(eventlet, "__file__", None)
+    return (os.path.dirname(where) + os.sep,) if where else ()
 
 
 def _describe(frame: FrameType) -> str:

@@ -37,7 +37,8 @@ from tests.support.processes import DEADLINE_S
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _configure() -> None:
+def configure() -> None:
+    """Apply the ``LOOPTOKEN_TEST_*`` overrides of the environment to the settings."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     from django.conf import settings
 
@@ -264,7 +265,7 @@ def manage(
 
 def main() -> None:
     """Dispatch on the first argument."""
-    _configure()
+    configure()
     if sys.argv[1] == "serve":
         serve()
     elif sys.argv[1] == "manage":

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.status_worker import ROOT, Worker, manage, running_worker
-from tests.support.processes import wait_until
+from tests.status_worker import ROOT, Worker, manage, running_worker, worker_env
+from tests.support.processes import stop_process, wait_until
 
 WORKER_FILE = str(ROOT / "tests" / "status_worker.py")
 
@@ -129,3 +132,46 @@ def test_cancel_needs_a_pid(status_dir: Path) -> None:
     result = manage(status_dir, "loopstatus", "--cancel", "3")
     assert result.returncode == 1
     assert "--cancel needs --pid" in result.stderr
+
+
+def test_under_eventlet_a_loop_held_by_a_patched_call_is_listed_blocked_and_named(
+    status_dir: Path, tmp_path: Path
+) -> None:
+    # eventlet's time.sleep yields to the hub, so the status thread (a green
+    # thread there) answers while the loop is held; the loop's frame is its
+    # green thread's, which sys._current_frames() does not show.
+    stop_file, stderr = tmp_path / "stop", tmp_path / "stderr"
+    with stderr.open("wb") as errors:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.eventlet_worker", str(stop_file)],
+            cwd=ROOT,
+            env={
+                **worker_env(status_dir, LOOPTOKEN_TEST_AUTOSTART="1"),
+                "PYTHONWARNINGS": "ignore",
+            },
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+    try:
+        worker = Worker(process)
+        answer: dict[str, Any] = {}
+
+        def says_blocked() -> bool:
+            answer.update(tasks_of(status_dir, worker))
+            return bool(answer["blocked_s"])
+
+        wait_until(says_blocked, "the listing to say the loop is blocked")
+        stack = "\n".join(answer["loop_stack"])
+        assert "in sleeps_in_a_coroutine" in stack, stack
+        assert "time.sleep(0.01)" in stack
+        (holding,) = [task for task in answer["tasks"] if task["running"]]
+        assert holding["coroutine"] == "sleeps_in_a_coroutine"
+        stop_file.touch()  # the loop runs again: the watchdog says what held it
+        culprit = "by __main__.sleeps_in_a_coroutine ("
+        wait_until(lambda: culprit in stderr.read_text(), "the watchdog to name the coroutine")
+    finally:
+        stop_file.touch()
+        code = stop_process(process)
+        assert process.stdout is not None
+        process.stdout.close()
+    assert code == 128 + signal.SIGTERM  # SIGTERM's default, made SystemExit by the app
