@@ -16,7 +16,7 @@ from tests.support.processes import descendants, wait_for_exit
 HANGS = """
 import os, time
 def hangs_here(who):
-    print(who, flush=True)
+    os.write(1, f"{who}\\n".encode())  # one write: the two processes share the pipe
     time.sleep(600)
 def child_hangs_here():
     hangs_here("child")
