@@ -43,6 +43,18 @@ def probe_table(tmp_path: Path, *args: str) -> dict[str, Any]:
     return cells
 
 
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script>`` with ``args`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+
+
 def test_looptoken_column_probes_pass(tmp_path: Path) -> None:
     """Every row's probe finds the feature in django-looptoken."""
     cells = probe_table(tmp_path, "--only", "looptoken")
@@ -68,14 +80,7 @@ def test_bench_await_refuses_a_cpu_it_may_not_run_on() -> None:
     usage error naming the CPUs it may use, before anything is measured."""
     usable = sorted(os.sched_getaffinity(0))
     outside = max(usable) + 1
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_await.py"), "--pin", str(outside)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    done = run_bench("bench_await.py", "--pin", str(outside))
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"--pin {outside}: this process may run on CPUs {usable} only" in done.stderr
     assert done.stdout == ""
@@ -85,11 +90,8 @@ def test_bench_scaling_compares_the_app_with_the_hand_written_thread(tmp_path: P
     """A tiny run of ``bench_scaling.py``: each contender measured, the app's
     rows carrying its ratios to the thread's, the figures written as JSON."""
     figures = tmp_path / "scaling.json"
-    command = [sys.executable, str(ROOT / "bench" / "bench_scaling.py"), "--backend", "asyncio"]
-    command += ["--callers", "2", "--rounds", "1", "--seconds", "0.05", "--json", str(figures)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
-    )
+    options = ["--callers", "2", "--rounds", "1", "--seconds", "0.05", "--json", str(figures)]
+    done = run_bench("bench_scaling.py", "--backend", "asyncio", *options)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |")]
     # score.asyncio's rows come too where the bench extra is installed.
@@ -110,12 +112,9 @@ def test_bench_scaling_breaks_calls_down_with_greenlets_for_callers(tmp_path: Pa
     """``--greenlets --breakdown``: the callers are greenlets of a patched
     process, and each contender's call is timed in its three parts."""
     figures = tmp_path / "scaling.json"
-    command = [sys.executable, str(ROOT / "bench" / "bench_scaling.py"), "--backend", "uvloop"]
-    command += ["--callers", "3", "--rounds", "1", "--seconds", "0.05", "--json", str(figures)]
-    command += ["--greenlets", "--breakdown"]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
-    )
+    options = ["--callers", "3", "--rounds", "1", "--seconds", "0.05", "--json", str(figures)]
+    options += ["--greenlets", "--breakdown"]
+    done = run_bench("bench_scaling.py", "--backend", "uvloop", *options)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "#### uvloop, callers are greenlets (gevent): where the time goes" in done.stdout
     (report,) = json.loads(figures.read_text())
@@ -127,34 +126,29 @@ def test_bench_scaling_breaks_calls_down_with_greenlets_for_callers(tmp_path: Pa
         assert run["on_loop_p50_ms"] <= run["p99_ms"]  # a part of the call, not more
 
 
-def test_bench_gevent_times_the_loop_against_the_hubs_own_sleep(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["gevent", "eventlet"])
+def test_bench_gevent_times_the_loop_against_the_hubs_own_sleep(
+    tmp_path: Path, server: str
+) -> None:
     """A tiny run of ``bench_gevent.py`` against a real gunicorn gevent
-    worker: both contenders timed, the stalls reported, JSON written."""
+    worker, or eventlet's server: both contenders timed, the stalls
+    reported, JSON written."""
     figures = tmp_path / "gevent.json"
-    command = [sys.executable, str(ROOT / "bench" / "bench_gevent.py")]
-    command += ["--rounds", "1", "--requests", "5", "--json", str(figures)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
-    )
+    options = ["--rounds", "1", "--requests", "5", "--json", str(figures)]
+    done = run_bench("bench_gevent.py", "--server", server, *options)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{server}; 5 requests at once, 1 rounds" in done.stdout
     rows = [line.split(" | ")[0] for line in done.stdout.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["| await_", "| hub's own sleep"]
     report = json.loads(figures.read_text())
+    assert report["server"] == server
     assert [len(report["results"][name]) for name in ("await_", "hub's own sleep")] == [1, 1]
 
 
 def test_bench_scrape_times_a_scrape_of_every_worker_even_with_one_blocked() -> None:
     """A tiny run of ``bench_scrape.py``: two workers, one of them blocked for
     the second row, both answering every scrape (the script checks it)."""
-    command = [sys.executable, str(ROOT / "bench" / "bench_scrape.py"), "--quick"]
-    done = subprocess.run(
-        [*command, "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    )
+    done = run_bench("bench_scrape.py", "--quick", "--workers", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| 2 workers |")
